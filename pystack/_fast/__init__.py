@@ -1,0 +1,1 @@
+"""Cython twins of the hot pieces of wire/, storage/ and phy/ (see pystack._accel)."""

@@ -1,0 +1,1 @@
+"""Devices that move whole frames: TAP, and (later) pipe, fault injector, pcap, tracer."""

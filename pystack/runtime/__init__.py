@@ -1,0 +1,1 @@
+"""The impure layer: real fds, clocks, network namespaces; nothing below imports it."""

@@ -1,0 +1,1 @@
+"""Buffers: the TCP reassembly buffer (assembler) and friends."""

@@ -1,0 +1,98 @@
+"""Shared test machinery.
+
+* Both implementations of every fast-path module run in one pytest run, with
+  ids ``py`` and ``c`` (see :func:`implementations`).  When the extensions are
+  expected (``CI=true`` or ``PYSTACK_EXPECT_EXTENSIONS=1``) a ``c`` case whose
+  extension does not import *fails*; otherwise it is skipped.
+* Tests marked ``netns`` need root and /dev/net/tun; they create their own
+  network namespace.  When ``CI=true`` a skipped ``netns`` test fails the run.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+
+import pytest
+
+from pystack import _accel
+
+
+def truthy(name: str) -> bool:
+    return os.environ.get(name, "").lower() not in ("", "0", "false", "no")
+
+
+IN_CI = truthy("CI")
+EXPECT_EXTENSIONS = (IN_CI or truthy("PYSTACK_EXPECT_EXTENSIONS")) and not truthy("PYSTACK_NO_EXTENSIONS")
+
+
+def load_implementation(kind: str, name: str, pure_module: str):
+    """The ``py`` twin (``pure_module``) or the ``c`` extension ``pystack._fast.<name>``."""
+    if kind == "py":
+        return importlib.import_module(pure_module)
+    try:
+        return _accel.fast_module(name)
+    except ImportError as exc:
+        if EXPECT_EXTENSIONS:
+            pytest.fail(f"pystack._fast.{name} was expected but did not import: {exc}")
+        pytest.skip(f"pystack._fast.{name} is not built ({exc})")
+
+
+def implementations(name: str, pure_module: str):
+    """Make a fixture parametrized over both implementations of fast-path module ``name``.
+
+    Usage in a test module::
+
+        checksum = implementations("checksum", "pystack.wire._checksum_py")
+
+        def test_x(checksum): ...
+    """
+
+    @pytest.fixture(params=["py", "c"], name=f"{name}_impl")
+    def fixture(request):
+        return load_implementation(request.param, name, pure_module)
+
+    return fixture
+
+
+def netns_available() -> str | None:
+    """None when namespace tests can run here, else the reason they cannot."""
+    if os.geteuid() != 0:
+        return "needs root"
+    if not os.path.exists("/dev/net/tun"):
+        return "needs /dev/net/tun"
+    return None
+
+
+@pytest.fixture
+def netns():
+    """A fresh network namespace, removed when the test ends (also on failure)."""
+    why = netns_available()
+    if why:
+        pytest.skip(why)
+    from pystack.runtime.netns import NetNamespace
+
+    with NetNamespace() as ns:
+        yield ns
+
+
+# -- fail the run when a namespace test was skipped in CI --------------------
+
+_skipped_netns: list[str] = []
+
+
+def pytest_runtest_logreport(report):
+    if report.skipped and "netns" in report.keywords:
+        _skipped_netns.append(report.nodeid)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if IN_CI and _skipped_netns:
+        tr = session.config.pluginmanager.get_plugin("terminalreporter")
+        if tr is not None:
+            tr.write_line(
+                f"FAILED: {len(_skipped_netns)} test(s) needing a TAP device or network "
+                "namespace were skipped while CI=true:", red=True)
+            for nodeid in _skipped_netns:
+                tr.write_line(f"  {nodeid}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
