@@ -1,0 +1,88 @@
+"""Print pytest-benchmark results as ratios, group by group.
+
+Usage: python benchmarks/report.py out/benchmarks.json
+
+Every figure is the median of the rounds (the machine is shared and noisy).
+Within a group each benchmark is shown beside the group's fast-path entry
+(the one whose name ends in ``[c]`` or whose params say ``impl == "c"``), so
+``py`` reads as "how many times slower the pure twin is" and a baseline
+(memcpy, os.read, the kernel) as "how many times the fast path costs".
+The aims of the issues are checked at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import defaultdict
+
+
+def _unit(seconds: float) -> str:
+    for scale, unit in ((1, "s"), (1e-3, "ms"), (1e-6, "us"), (1e-9, "ns")):
+        if seconds >= scale:
+            return f"{seconds / scale:8.2f} {unit}"
+    return f"{seconds / 1e-9:8.2f} ns"
+
+
+def _is_c(bench: dict) -> bool:
+    params = bench.get("params") or {}
+    return bench["name"].endswith("[c]") or "c" in {str(v) for v in params.values()} and bench["name"].find("[c") >= 0
+
+
+def load(path: str) -> dict[str, list[dict]]:
+    with open(path) as fh:
+        data = json.load(fh)
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for bench in data["benchmarks"]:
+        groups[bench.get("group") or bench["name"]].append(bench)
+    return groups
+
+
+def median(groups, group: str, needle: str) -> float | None:
+    for bench in groups.get(group, []):
+        if needle in bench["name"]:
+            return bench["stats"]["median"]
+    return None
+
+
+def main(path: str) -> int:
+    groups = load(path)
+    for group in sorted(groups):
+        benches = sorted(groups[group], key=lambda b: b["stats"]["median"])
+        ref = next((b for b in benches if _is_c(b)), None)
+        print(f"\n{group}")
+        for b in benches:
+            med = b["stats"]["median"]
+            ratio = f"{med / ref['stats']['median']:9.2f} x c" if ref else ""
+            print(f"  {b['name']:60s} {_unit(med)}  {ratio}")
+    aims = AIMS(groups)
+    if aims:
+        print("\naims")
+        for line in aims:
+            print("  " + line)
+    return 0
+
+
+def AIMS(groups) -> list[str]:
+    """The issue's targets, where the groups they need were run."""
+    out = []
+
+    def check(label, value, ok):
+        out.append(f"{label}: {value:.2f}  {'met' if ok else 'NOT met'}")
+
+    py, c, cp = (median(groups, "checksum-1500", k) for k in ("[py", "[c", "memcpy"))
+    if py and c:
+        check("checksum 1500 B, pure / fast (aim >= 50)", py / c, py / c >= 50)
+    if c and cp:
+        check("checksum 1500 B, fast / memcpy (aim <= 3)", c / cp, c / cp <= 3)
+    py, c = median(groups, "parse", "[py"), median(groups, "parse", "[c")
+    if py and c:
+        check("full-frame parse, pure / fast (aim >= 10)", py / c, py / c >= 10)
+    batch, single = median(groups, "tap-read-10000", "batch[c"), median(groups, "tap-read-10000", "os_read")
+    if batch and single:
+        check("TAP read of 10,000 frames, os.read / batch (aim > 1)", single / batch, single > batch)
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else "out/benchmarks.json"))
