@@ -8,6 +8,10 @@ VENV=${PYSTACK_VENV:-$ROOT/.venv}
 PY=${PYTHON:-python3}
 cd "$ROOT"
 
+# numpy (the TAP batch buffers) would start an OpenBLAS thread pool we never
+# use; on a 2-core machine those threads only add noise to the figures.
+export OPENBLAS_NUM_THREADS=1
+
 say() { printf '\n== %s\n' "$*"; }
 
 # Debian packages the tests and demos use.  Installed only when missing, and
