@@ -1,0 +1,317 @@
+"""TCP receive reassembly buffer, Cython twin of ``pystack.storage._assembler_py``.
+
+Same API and behaviour as the pure twin; its module docstring explains the
+model (absolute stream positions, ring slot ``p % capacity``, one copy in).
+Here the ring is a bytearray written through its ``unsigned char*`` and the
+out-of-order ranges are a small sorted C array of :c:type:`Range`.
+``insert_ptr`` (see ``assembler.pxd``) lets the TCP layer insert straight
+from a frame buffer without building a Python object.
+"""
+
+from cpython.bytearray cimport PyByteArray_AS_STRING
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
+from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
+from libc.string cimport memcpy, memmove
+
+#: Largest capacity: the largest window TCP can offer is 65535 << 14 < 2**30
+#: (RFC 7323 §2.3), and sequence comparison needs the window below 2**31
+#: (RFC 7323 §2.3, RFC 9293 §3.4).
+MAX_CAPACITY = 1 << 30
+
+cdef uint64_t _SEQ_MASK = 0xFFFFFFFF
+
+
+cdef int _check_int(str name, object value) except -1:
+    if not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    return 0
+
+
+cdef inline int64_t _min64(int64_t a, int64_t b) noexcept:
+    return a if a < b else b
+
+
+cdef class Assembler:
+    """Reassembles one TCP byte stream in a ring of ``capacity`` bytes.
+
+    ``peek`` views are read-only and are invalidated by the next ``insert``,
+    ``consume``, ``read`` or ``read_into``.
+    """
+
+    # Invariant (positions are absolute stream offsets, 0 = initial rcv_nxt):
+    #   0 <= _read <= _nxt <= _read + _cap
+    #   in-order unread data is [_read, _nxt), in ring slots p % _cap;
+    #   _ranges[0:_count] is the out-of-order data, sorted, disjoint and not
+    #   touching one another or the in-order data:
+    #     _nxt < start0 < end0 < start1 < ... < end_last <= _read + _cap
+    #   hence _count <= _cap // 2; and _count <= _max_ranges, kept by
+    #   refusing new ranges, never by dropping held ones;
+    #   stamps are unique, larger is more recent;
+    #   _ooo == sum of (end - start) over the ranges.
+    #   _ring points into _buf, which is never resized.
+
+    def __cinit__(self, capacity, rcv_nxt=0, max_ranges=32):
+        _check_int("capacity", capacity)
+        _check_int("rcv_nxt", rcv_nxt)
+        _check_int("max_ranges", max_ranges)
+        if not 0 < capacity <= MAX_CAPACITY:
+            raise ValueError(f"capacity must be in 1..{MAX_CAPACITY}, got {capacity}")
+        if not 0 <= rcv_nxt <= 0xFFFFFFFF:
+            raise ValueError(f"rcv_nxt must be in 0..2**32-1, got {rcv_nxt}")
+        if max_ranges < 1:
+            raise ValueError(f"max_ranges must be >= 1, got {max_ranges}")
+        self._cap = capacity
+        self._isn = rcv_nxt
+        # No more than _cap // 2 ranges can exist (see the invariant), so a
+        # limit above that is never reached and is clamped to save memory.
+        self._max_ranges = min(max_ranges, max(capacity // 2, 1))
+        self._ranges = <Range*>PyMem_Malloc(self._max_ranges * sizeof(Range))
+        if self._ranges == NULL:
+            raise MemoryError()
+        self._buf = bytearray(capacity)
+        self._ring = <unsigned char*>PyByteArray_AS_STRING(self._buf)
+        self._rview = memoryview(self._buf).toreadonly()
+
+    def __dealloc__(self):
+        PyMem_Free(self._ranges)
+
+    # -- state ---------------------------------------------------------------
+
+    @property
+    def capacity(self):
+        return self._cap
+
+    @property
+    def rcv_nxt(self):
+        return (self._isn + <uint64_t>self._nxt) & _SEQ_MASK
+
+    @property
+    def readable(self):
+        return self._nxt - self._read
+
+    @property
+    def window(self):
+        return self._cap - (self._nxt - self._read)
+
+    @property
+    def ooo_bytes(self):
+        return self._ooo
+
+    @property
+    def range_count(self):
+        return self._count
+
+    @property
+    def refused(self):
+        return self._refused
+
+    @property
+    def dsack(self):
+        if not self._has_dsack:
+            return None
+        return ((self._isn + <uint64_t>self._dsack_lo) & _SEQ_MASK,
+                (self._isn + <uint64_t>self._dsack_hi) & _SEQ_MASK)
+
+    # -- receiving -----------------------------------------------------------
+
+    def insert(self, seq, data):
+        """Store ``data`` (contiguous bytes-like) whose first byte has number ``seq``.
+
+        Bytes before RCV.NXT and at or beyond RCV.NXT + window are trimmed
+        (RFC 9293 §3.10.7.4).  What is left is merged with the held ranges;
+        when it starts at RCV.NXT, RCV.NXT advances over every range that is
+        now contiguous.  Out-of-order data that would start a new disjoint
+        range while ``max_ranges`` are held is not stored (``refused`` + 1);
+        in-order data is always stored.  :attr:`dsack` becomes the first
+        block of ``data`` that had been received already (RFC 2883 §4).
+        Returns how far RCV.NXT advanced.
+        """
+        cdef const unsigned char[::1] view
+        _check_int("seq", seq)
+        if not 0 <= seq <= 0xFFFFFFFF:
+            raise ValueError(f"seq must be in 0..2**32-1, got {seq}")
+        try:
+            view = data  # bytes, bytearray, a 'B' memoryview: no extra object
+        except (ValueError, BufferError):
+            # Other item formats, and non-contiguous views (which the cast
+            # refuses with the same TypeError as the pure twin).
+            view = memoryview(data).cast("B")
+        cdef int64_t n = view.shape[0]
+        if n == 0:
+            return self.insert_ptr(<uint32_t>seq, NULL, 0)
+        return self.insert_ptr(<uint32_t>seq, &view[0], n)
+
+    cdef int64_t insert_ptr(self, uint32_t seq, const unsigned char* data, int64_t n) noexcept:
+        """Insert ``n`` bytes at ``data`` with sequence number ``seq``; see ``insert``."""
+        cdef int64_t nxt = self._nxt
+        # RFC 9293 §3.4: the signed 32-bit distance from RCV.NXT.
+        cdef int64_t start = nxt + <int32_t>(seq - self._isn - <uint32_t>nxt)
+        cdef int64_t end = start + n
+        cdef int64_t lo, hi, new_nxt, rs, re, new_s, new_e
+        cdef Py_ssize_t i, j, k
+        cdef Py_ssize_t count = self._count
+        cdef Range* ranges = self._ranges
+        # RFC 2883 §4: the first block of this segment that was already
+        # received; below RCV.NXT comes first, held ranges after.
+        self._has_dsack = start < nxt and n > 0
+        if self._has_dsack:
+            self._dsack_lo = start
+            self._dsack_hi = _min64(end, nxt)
+        lo = start if start > nxt else nxt
+        hi = _min64(end, self._read + self._cap)  # RFC 9293 §3.10.7.4: trim to the window
+        if lo >= hi:
+            return 0
+        if lo == nxt:
+            self._copy_in(data + (lo - start), lo, hi)
+            # Advance over every held range the new data reaches or touches.
+            new_nxt = hi
+            k = 0
+            while k < count:
+                rs = ranges[k].start
+                re = ranges[k].end
+                if rs > new_nxt:
+                    break
+                if not self._has_dsack and rs < hi:
+                    self._has_dsack = True
+                    self._dsack_lo = rs
+                    self._dsack_hi = _min64(re, hi)
+                if re > new_nxt:
+                    new_nxt = re
+                self._ooo -= re - rs
+                k += 1
+            if k:
+                memmove(ranges, ranges + k, (count - k) * sizeof(Range))
+                self._count = count - k
+            self._nxt = new_nxt
+            return new_nxt - nxt
+        # Out of order: merge with every range it overlaps or touches.
+        i = 0
+        while i < count and ranges[i].end < lo:
+            i += 1
+        j = i
+        while j < count and ranges[j].start <= hi:
+            j += 1
+        if i == j and count >= self._max_ranges:
+            self._refused += 1
+            return 0
+        self._copy_in(data + (lo - start), lo, hi)
+        self._clock += 1
+        new_s = lo
+        new_e = hi
+        for k in range(i, j):
+            rs = ranges[k].start
+            re = ranges[k].end
+            if not self._has_dsack and rs < hi and lo < re:
+                self._has_dsack = True
+                self._dsack_lo = rs if rs > lo else lo
+                self._dsack_hi = _min64(re, hi)
+            if rs < new_s:
+                new_s = rs
+            if re > new_e:
+                new_e = re
+            self._ooo -= re - rs
+        if i == j:
+            memmove(ranges + i + 1, ranges + i, (count - i) * sizeof(Range))
+            self._count = count + 1
+        elif j - i > 1:
+            memmove(ranges + i + 1, ranges + j, (count - j) * sizeof(Range))
+            self._count = count - (j - i - 1)
+        ranges[i].start = new_s
+        ranges[i].end = new_e
+        ranges[i].stamp = self._clock
+        self._ooo += new_e - new_s
+        return 0
+
+    cdef void _copy_in(self, const unsigned char* src, int64_t lo, int64_t hi) noexcept:
+        # Copy hi - lo bytes from src to the ring slots of positions [lo, hi).
+        cdef int64_t p = lo % self._cap
+        cdef int64_t n = hi - lo
+        cdef int64_t first = self._cap - p
+        if n <= first:
+            memcpy(self._ring + p, src, n)
+        else:
+            memcpy(self._ring + p, src, first)
+            memcpy(self._ring, src + first, n - first)
+
+    def sack_blocks(self, max_blocks=4):
+        """Held out-of-order ranges as (left, right) sequence numbers.
+
+        RFC 2018 §4: the block holding the most recently received segment
+        first, then the others most recently changed first; at most
+        ``max_blocks``.
+        """
+        cdef Py_ssize_t want, k, got, best
+        cdef uint64_t below = <uint64_t>-1
+        _check_int("max_blocks", max_blocks)
+        if max_blocks < 0:
+            raise ValueError(f"max_blocks must be >= 0, got {max_blocks}")
+        want = min(max_blocks, self._count)
+        out = []
+        # Stamps are unique: repeatedly take the newest stamp below the last.
+        for got in range(want):
+            best = -1
+            for k in range(self._count):
+                if self._ranges[k].stamp < below and (
+                        best < 0 or self._ranges[k].stamp > self._ranges[best].stamp):
+                    best = k
+            below = self._ranges[best].stamp
+            out.append(((self._isn + <uint64_t>self._ranges[best].start) & _SEQ_MASK,
+                        (self._isn + <uint64_t>self._ranges[best].end) & _SEQ_MASK))
+        return out
+
+    # -- reading -------------------------------------------------------------
+
+    def peek(self):
+        """A read-only view of the readable bytes that are contiguous in the ring.
+
+        Shorter than :attr:`readable` when the data wraps the ring's end;
+        consume it and peek again.  Invalid after the next mutating call.
+        """
+        cdef int64_t p = self._read % self._cap
+        cdef int64_t n = _min64(self._nxt - self._read, self._cap - p)
+        return self._rview[p:p + n]
+
+    def consume(self, n):
+        """Drop ``n`` readable bytes (the application has taken them)."""
+        _check_int("n", n)
+        if not 0 <= n <= self._nxt - self._read:
+            raise ValueError(f"cannot consume {n} bytes: {self._nxt - self._read} readable")
+        self._read += <int64_t>n
+
+    def read(self, n=-1):
+        """Copy out and consume up to ``n`` readable bytes (all when ``n < 0``)."""
+        cdef int64_t avail = self._nxt - self._read
+        cdef int64_t count
+        _check_int("n", n)
+        count = avail if (n < 0 or n > avail) else <int64_t>n
+        out = PyBytes_FromStringAndSize(NULL, count)
+        self._copy_out(<unsigned char*>PyBytes_AS_STRING(out), count)
+        return out
+
+    def read_into(self, buf):
+        """Copy readable bytes into the writable buffer ``buf``; consume and return the count."""
+        cdef unsigned char[::1] out
+        mv = memoryview(buf)
+        if mv.readonly:
+            raise TypeError("read_into needs a writable buffer")
+        out = mv.cast("B")
+        cdef int64_t count = _min64(out.shape[0], self._nxt - self._read)
+        if count:
+            self._copy_out(&out[0], count)
+        return count
+
+    cdef void _copy_out(self, unsigned char* dst, int64_t n) noexcept:
+        # Copy the first n readable bytes to dst and consume them.
+        cdef int64_t p = self._read % self._cap
+        cdef int64_t first = self._cap - p
+        if n <= first:
+            memcpy(dst, self._ring + p, n)
+        else:
+            memcpy(dst, self._ring + p, first)
+            memcpy(dst + first, self._ring, n - first)
+        self._read += n
+
+    def __repr__(self):
+        return (f"<Assembler rcv_nxt={self.rcv_nxt} readable={self.readable} "
+                f"window={self.window} ooo_bytes={self._ooo} ranges={self._count}>")

@@ -1,0 +1,295 @@
+"""TCP receive reassembly buffer, pure-Python twin of ``pystack._fast.assembler``.
+
+An :class:`Assembler` owns the receive side of one TCP connection's byte
+stream: the ring that holds in-order data the application has not read yet,
+the out-of-order data received beyond RCV.NXT (stored at its place in the
+ring, so it needs no second copy once the gap fills), the set of those
+out-of-order ranges with how recently each changed (for SACK, RFC 2018 §4),
+and the D-SACK report of the last insert (RFC 2883 §4).  It does not decide
+whether a segment is acceptable (RFC 9293 §3.10.7.4, that is the
+connection's job); it trims to the window and stores what fits.
+
+Positions.  Sequence numbers wrap at 2**32 (RFC 9293 §3.4), so inside the
+buffer every byte is named by an *absolute* stream position: position 0 is
+the ``rcv_nxt`` given to the constructor, and position p has sequence number
+``(rcv_nxt0 + p) mod 2**32``.  A segment's sequence number is turned into a
+position by the signed difference from RCV.NXT (RFC 9293 §3.4: a distance of
+2**31 or more is "before").  Absolute positions never wrap, so ranges compare
+with plain ``<``, and byte p lives in ring slot ``p % capacity``.
+
+Copying.  ``insert`` copies the part of the segment that fits the window
+into the ring, once.  Bytes it overlaps were sent before with the same
+sequence numbers and so, per RFC 9293 §3.10.7.4, the same content; they are
+simply overwritten.  ``peek`` returns a read-only memoryview into the ring;
+``read``/``read_into`` copy out.
+"""
+
+from __future__ import annotations
+
+_SEQ_MOD = 1 << 32
+_SEQ_MASK = _SEQ_MOD - 1
+_HALF = 1 << 31
+
+#: Largest capacity: the largest window TCP can offer is 65535 << 14 < 2**30
+#: (RFC 7323 §2.3), and sequence comparison needs the window below 2**31
+#: (RFC 7323 §2.3, RFC 9293 §3.4).
+MAX_CAPACITY = 1 << 30
+
+
+def _check_int(name: str, value) -> None:
+    if not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+
+
+class Assembler:
+    """Reassembles one TCP byte stream in a ring of ``capacity`` bytes.
+
+    See the module docstring; :attr:`dsack`, :meth:`sack_blocks` give what an
+    ACK should carry.  ``peek`` views are read-only and are invalidated by
+    the next ``insert``, ``consume``, ``read`` or ``read_into``.
+    """
+
+    __slots__ = (
+        "_buf", "_view", "_rview", "_cap", "_isn", "_read", "_nxt", "_ranges", "_max_ranges",
+        "_clock", "_ooo", "_refused", "_dsack",
+    )
+
+    def __init__(self, capacity: int, rcv_nxt: int = 0, max_ranges: int = 32) -> None:
+        _check_int("capacity", capacity)
+        _check_int("rcv_nxt", rcv_nxt)
+        _check_int("max_ranges", max_ranges)
+        if not 0 < capacity <= MAX_CAPACITY:
+            raise ValueError(f"capacity must be in 1..{MAX_CAPACITY}, got {capacity}")
+        if not 0 <= rcv_nxt <= _SEQ_MASK:
+            raise ValueError(f"rcv_nxt must be in 0..2**32-1, got {rcv_nxt}")
+        if max_ranges < 1:
+            raise ValueError(f"max_ranges must be >= 1, got {max_ranges}")
+        self._buf = bytearray(capacity)  # never resized, so views of it stay valid
+        self._view = memoryview(self._buf)
+        self._rview = self._view.toreadonly()
+        self._cap = capacity
+        self._isn = rcv_nxt  # sequence number of absolute position 0
+        # Invariant (positions are absolute, see the module docstring):
+        #   0 <= _read <= _nxt <= _read + _cap
+        #   in-order unread data is [_read, _nxt), in ring slots p % _cap;
+        #   _ranges is the out-of-order data, a list of [start, end, stamp],
+        #   sorted, disjoint and not touching one another or the in-order
+        #   data:  _nxt < s0 < e0 < s1 < e1 < ... < e_last <= _read + _cap;
+        #   hence len(_ranges) <= _cap // 2; and len(_ranges) <= _max_ranges,
+        #   kept by refusing new ranges, never by dropping held ones;
+        #   stamp is the _clock value of the insert that last added to or
+        #   duplicated the range: unique, larger is more recent;
+        #   _ooo == sum(e - s for s, e, _ in _ranges).
+        self._read = 0
+        self._nxt = 0
+        self._ranges: list[list[int]] = []
+        self._max_ranges = max_ranges
+        self._clock = 0
+        self._ooo = 0
+        self._refused = 0
+        self._dsack: tuple[int, int] | None = None
+
+    # -- state ---------------------------------------------------------------
+
+    @property
+    def capacity(self) -> int:
+        return self._cap
+
+    @property
+    def rcv_nxt(self) -> int:
+        return (self._isn + self._nxt) & _SEQ_MASK
+
+    @property
+    def readable(self) -> int:
+        return self._nxt - self._read
+
+    @property
+    def window(self) -> int:
+        return self._cap - (self._nxt - self._read)
+
+    @property
+    def ooo_bytes(self) -> int:
+        return self._ooo
+
+    @property
+    def range_count(self) -> int:
+        return len(self._ranges)
+
+    @property
+    def refused(self) -> int:
+        return self._refused
+
+    @property
+    def dsack(self) -> tuple[int, int] | None:
+        d = self._dsack
+        if d is None:
+            return None
+        isn = self._isn
+        return ((isn + d[0]) & _SEQ_MASK, (isn + d[1]) & _SEQ_MASK)
+
+    # -- receiving -----------------------------------------------------------
+
+    def insert(self, seq: int, data) -> int:
+        """Store ``data`` (contiguous bytes-like) whose first byte has number ``seq``.
+
+        Bytes before RCV.NXT and at or beyond RCV.NXT + window are trimmed
+        (RFC 9293 §3.10.7.4).  What is left is merged with the held ranges;
+        when it starts at RCV.NXT, RCV.NXT advances over every range that is
+        now contiguous.  Out-of-order data that would start a new disjoint
+        range while ``max_ranges`` are held is not stored (``refused`` + 1);
+        in-order data is always stored.  :attr:`dsack` becomes the first
+        block of ``data`` that had been received already (RFC 2883 §4).
+        Returns how far RCV.NXT advanced.
+        """
+        _check_int("seq", seq)
+        if not 0 <= seq <= _SEQ_MASK:
+            raise ValueError(f"seq must be in 0..2**32-1, got {seq}")
+        mv = memoryview(data).cast("B")
+        n = len(mv)
+        nxt = self._nxt
+        # RFC 9293 §3.4: the signed 32-bit distance from RCV.NXT.
+        start = nxt + (((seq - self._isn - nxt + _HALF) & _SEQ_MASK) - _HALF)
+        end = start + n
+        # RFC 2883 §4: the first block of this segment that was already
+        # received; below RCV.NXT comes first, held ranges after.
+        dsack = (start, min(end, nxt)) if start < nxt and n else None
+        self._dsack = dsack
+        lo = start if start > nxt else nxt
+        hi = self._read + self._cap  # RFC 9293 §3.10.7.4: trim to the window
+        if end < hi:
+            hi = end
+        if lo >= hi:
+            return 0
+        ranges = self._ranges
+        if lo == nxt:
+            self._copy_in(mv, lo - start, lo, hi)
+            # Advance over every held range the new data reaches or touches.
+            new_nxt = hi
+            k = 0
+            for r in ranges:
+                rs, re = r[0], r[1]
+                if rs > new_nxt:
+                    break
+                if dsack is None and rs < hi:
+                    dsack = self._dsack = (rs, re if re < hi else hi)
+                if re > new_nxt:
+                    new_nxt = re
+                self._ooo -= re - rs
+                k += 1
+            if k:
+                del ranges[:k]
+            self._nxt = new_nxt
+            return new_nxt - nxt
+        # Out of order: merge with every range it overlaps or touches.
+        i = 0
+        count = len(ranges)
+        while i < count and ranges[i][1] < lo:
+            i += 1
+        j = i
+        while j < count and ranges[j][0] <= hi:
+            j += 1
+        if i == j and count >= self._max_ranges:
+            self._refused += 1
+            return 0
+        self._copy_in(mv, lo - start, lo, hi)
+        self._clock += 1
+        new_s, new_e = lo, hi
+        for r in ranges[i:j]:
+            rs, re = r[0], r[1]
+            if dsack is None and rs < hi and lo < re:
+                dsack = self._dsack = (rs if rs > lo else lo, re if re < hi else hi)
+            if rs < new_s:
+                new_s = rs
+            if re > new_e:
+                new_e = re
+            self._ooo -= re - rs
+        ranges[i:j] = [[new_s, new_e, self._clock]]
+        self._ooo += new_e - new_s
+        return 0
+
+    def _copy_in(self, mv: memoryview, offset: int, lo: int, hi: int) -> None:
+        # Copy mv[offset:offset + hi - lo] to ring slots of positions [lo, hi).
+        cap = self._cap
+        p = lo % cap
+        n = hi - lo
+        first = cap - p
+        view = self._view
+        if n <= first:
+            view[p:p + n] = mv[offset:offset + n]
+        else:
+            view[p:cap] = mv[offset:offset + first]
+            view[0:n - first] = mv[offset + first:offset + n]
+
+    def sack_blocks(self, max_blocks: int = 4) -> list[tuple[int, int]]:
+        """Held out-of-order ranges as (left, right) sequence numbers.
+
+        RFC 2018 §4: the block holding the most recently received segment
+        first, then the others most recently changed first; at most
+        ``max_blocks``.
+        """
+        _check_int("max_blocks", max_blocks)
+        if max_blocks < 0:
+            raise ValueError(f"max_blocks must be >= 0, got {max_blocks}")
+        isn = self._isn
+        by_recency = sorted(self._ranges, key=lambda r: r[2], reverse=True)
+        return [((isn + s) & _SEQ_MASK, (isn + e) & _SEQ_MASK) for s, e, _ in by_recency[:max_blocks]]
+
+    # -- reading -------------------------------------------------------------
+
+    def peek(self) -> memoryview:
+        """A read-only view of the readable bytes that are contiguous in the ring.
+
+        Shorter than :attr:`readable` when the data wraps the ring's end;
+        consume it and peek again.  Invalid after the next mutating call.
+        """
+        cap = self._cap
+        p = self._read % cap
+        n = min(self._nxt - self._read, cap - p)
+        return self._rview[p:p + n]
+
+    def consume(self, n: int) -> None:
+        """Drop ``n`` readable bytes (the application has taken them)."""
+        _check_int("n", n)
+        if not 0 <= n <= self._nxt - self._read:
+            raise ValueError(f"cannot consume {n} bytes: {self._nxt - self._read} readable")
+        self._read += n
+
+    def read(self, n: int = -1) -> bytes:
+        """Copy out and consume up to ``n`` readable bytes (all when ``n < 0``)."""
+        _check_int("n", n)
+        avail = self._nxt - self._read
+        if n < 0 or n > avail:
+            n = avail
+        cap = self._cap
+        p = self._read % cap
+        first = cap - p
+        view = self._view
+        if n <= first:
+            out = view[p:p + n].tobytes()
+        else:
+            out = view[p:cap].tobytes() + view[0:n - first].tobytes()
+        self._read += n
+        return out
+
+    def read_into(self, buf) -> int:
+        """Copy readable bytes into the writable buffer ``buf``; consume and return the count."""
+        out = memoryview(buf)
+        if out.readonly:
+            raise TypeError("read_into needs a writable buffer")
+        out = out.cast("B")
+        n = min(len(out), self._nxt - self._read)
+        cap = self._cap
+        p = self._read % cap
+        first = cap - p
+        ring = self._view
+        if n <= first:
+            out[:n] = ring[p:p + n]
+        else:
+            out[:first] = ring[p:cap]
+            out[first:n] = ring[0:n - first]
+        self._read += n
+        return n
+
+    def __repr__(self) -> str:
+        return (f"<Assembler rcv_nxt={self.rcv_nxt} readable={self.readable} "
+                f"window={self.window} ooo_bytes={self._ooo} ranges={len(self._ranges)}>")
