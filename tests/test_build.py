@@ -49,9 +49,11 @@ def test_builds_pure_package(tmp_path, env):
 
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel)],
                    check=True, capture_output=True, timeout=300)
+    # -S: no site-packages, so the checkout's editable install (whose import
+    # hook would find the in-tree extensions by name) cannot leak in.
     probe = subprocess.run(
-        [sys.executable, "-c",
-         "import pystack, pystack.wire.checksum as c; "
+        [sys.executable, "-S", "-c",
+         "import pystack, pystack.wire.checksum as c, pystack.wire.headers, pystack.storage.assembler; "
          "print(pystack.IMPLEMENTATION, c.checksum(bytes.fromhex('4500007300004000401100' '00c0a80001c0a800c7')))"],
         env={**{k: v for k, v in os.environ.items() if k != "PYSTACK_NO_EXTENSIONS"}, "PYTHONPATH": str(site)},
         cwd=tmp_path, capture_output=True, text=True, timeout=60)

@@ -296,6 +296,22 @@ class FragmentReassembler:
             more_fragments: bool, payload, header) -> bytes | None:
         """Add one fragment; return the whole IP payload once it is complete, else None.
 
+        As :meth:`add_with_header`, without fragment zero's header.
+        """
+        done = self.add_with_header(now, src, dst, proto, ident, frag_offset, more_fragments,
+                                    payload, header)
+        return None if done is None else done[1]
+
+    def add_with_header(self, now: int, src: int, dst: int, proto: int, ident: int, frag_offset: int,
+                        more_fragments: bool, payload, header) -> tuple[bytes, bytes] | None:
+        """Add one fragment; once the datagram is complete return ``(header, payload)``, else None.
+
+        ``header`` is fragment zero's IP header exactly as it arrived (MF set,
+        its own total length and checksum): the interface needs it to hand
+        the reassembled datagram up (TTL, TOS, options) and to quote it in an
+        ICMP error (RFC 792; RFC 1122 §3.2.2).  The second item is the whole
+        reassembled IP payload.
+
         ``frag_offset`` is in bytes (the header field times 8).  ``payload`` is
         the fragment's data and ``header`` its IP header (options included),
         both bytes-like; what is kept is copied.  The caller hands over only
@@ -402,5 +418,7 @@ class FragmentReassembler:
         if dg.total is not None and dg.received == dg.total:
             self._remove(key)
             counters["reasm.ok"] += 1
-            return b"".join(pieces)
+            # dg.header is set: completion needs offset 0, and only fragment
+            # zero can bring it (pieces cover [0, total)).
+            return dg.header, b"".join(pieces)
         return None
