@@ -88,11 +88,12 @@ def pytest_runtest_logreport(report):
 
 def pytest_sessionfinish(session, exitstatus):
     if IN_CI and _skipped_netns:
-        tr = session.config.pluginmanager.get_plugin("terminalreporter")
-        if tr is not None:
-            tr.write_line(
-                f"FAILED: {len(_skipped_netns)} test(s) needing a TAP device or network "
-                "namespace were skipped while CI=true:", red=True)
-            for nodeid in _skipped_netns:
-                tr.write_line(f"  {nodeid}")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    if IN_CI and _skipped_netns:
+        terminalreporter.section("tests needing a TAP device or network namespace were skipped", red=True)
+        terminalreporter.write_line(f"FAILED: {len(_skipped_netns)} such test(s) skipped while CI=true:", red=True)
+        for nodeid in _skipped_netns:
+            terminalreporter.write_line(f"  {nodeid}")
