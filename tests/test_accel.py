@@ -33,3 +33,17 @@ def test_env_var_forces_pure():
 def test_select_refuses_unknown_module():
     with pytest.raises(ValueError, match="unknown fast-path module"):
         _accel.select("nope", _accel)
+
+
+def test_import_opens_nothing_and_starts_no_thread():
+    """ARCHITECTURE: importing pystack (every facade included) starts no thread."""
+    code = ("import os, sys, pystack, pystack.wire.checksum, pystack.wire.headers, "
+            "pystack.storage.assembler, pystack.phy.tapio; "
+            "print(len(os.listdir('/proc/self/task')), 'numpy' in sys.modules, len(os.listdir('/proc/self/fd')))")
+    baseline = subprocess.run([sys.executable, "-c", "import os; print(len(os.listdir('/proc/self/fd')))"],
+                              capture_output=True, text=True, check=True, timeout=60).stdout.split()
+    threads, numpy_loaded, fds = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60).stdout.split()
+    assert threads == "1"
+    assert numpy_loaded == "False"  # numpy's import would start OpenBLAS threads
+    assert fds == baseline[0]

@@ -14,7 +14,7 @@ ends the call, even on an fd that was wrongly left blocking.
 
 from os import strerror
 
-import numpy as np
+from pystack._numpy import numpy as _numpy
 
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_CheckBuffer, PyObject_GetBuffer
 from cpython.exc cimport PyErr_CheckSignals
@@ -71,6 +71,7 @@ cdef class FrameBatch:
         self.count = 0
         self.truncated = 0
         self._pending_errno = 0
+        np = _numpy()  # imported on first use: importing pystack starts no thread
         self.buffer = np.zeros(max_frames * frame_size, dtype=np.uint8)
         self.offsets = np.arange(max_frames, dtype=np.int64) * frame_size
         self.lengths = np.zeros(max_frames, dtype=np.int32)

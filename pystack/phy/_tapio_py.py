@@ -45,7 +45,7 @@ import operator
 import os
 import sys
 
-import numpy as np
+from pystack._numpy import numpy as _numpy
 
 _INT32_MAX = 0x7FFFFFFF
 
@@ -70,6 +70,7 @@ class FrameBatch:
         self._count = 0
         self._truncated = 0
         self._pending_errno = 0
+        np = _numpy()  # imported on first use: importing pystack starts no thread
         self._buffer = np.zeros(max_frames * frame_size, dtype=np.uint8)
         self._offsets = np.arange(max_frames, dtype=np.int64) * frame_size
         self._lengths = np.zeros(max_frames, dtype=np.int32)
