@@ -1,0 +1,413 @@
+"""The ``pystack`` command: ``pystack up`` runs the daemon, ``pystack status`` asks it.
+
+Owns the command line -- parsing, validation, logging set-up, signal
+handling -- and the text form of ``status`` (counters laid out the way
+``netstat -s`` does, the ARP table, the open sockets).  The daemon itself is
+:mod:`pystack.runtime.daemon`.
+
+Every failure the user can cause (a wrong argument, missing privileges, a
+busy TAP, no daemon to ask) ends with one line on stderr, ``pystack: error:
+...``, and a non-zero exit status: 2 for usage errors, 1 for the rest, 130
+after Ctrl-C during set-up.  A traceback is printed only for an internal
+error, and only with ``--log-level debug``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import logging
+import os
+import signal
+import sys
+
+from pystack.runtime.control import DEFAULT_PATH
+
+PROG = "pystack"
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+_LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class UsageError(Exception):
+    """A wrong argument: ``prog`` ("pystack up") and a one-line message."""
+
+    def __init__(self, prog: str, message: str) -> None:
+        super().__init__(f"{prog}: error: {message}")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but an error is one line (no usage block) and exits with status 2."""
+
+    def error(self, message: str):
+        raise UsageError(self.prog, f"{message} (see {self.prog} --help)")
+
+
+# -- argument types --------------------------------------------------------------
+
+def _interface_address(text: str) -> tuple[str, int]:
+    """``A.B.C.D/N`` -> (address, prefix length); a host address, not the network's."""
+    try:
+        iface = ipaddress.IPv4Interface(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an IPv4 address with a prefix, "
+                                         "like 10.77.0.2/24") from None
+    if "/" not in text:
+        raise argparse.ArgumentTypeError(f"{text!r} needs a prefix length, like {text}/24")
+    ip, net = iface.ip, iface.network
+    if not 1 <= net.prefixlen <= 32:
+        raise argparse.ArgumentTypeError(f"prefix length of {text!r} must be 1..32")
+    if ip.is_multicast or ip.is_unspecified or ip == ipaddress.IPv4Address("255.255.255.255"):
+        raise argparse.ArgumentTypeError(f"{ip} cannot be a host's address")
+    if net.prefixlen <= 30 and ip in (net.network_address, net.broadcast_address):
+        raise argparse.ArgumentTypeError(f"{ip} is the {'network' if ip == net.network_address else 'broadcast'}"
+                                         f" address of {net}, not a host's")
+    return str(ip), net.prefixlen
+
+
+def _address(text: str) -> str:
+    try:
+        return str(ipaddress.IPv4Address(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an IPv4 address") from None
+
+
+def _int_range(lo: int, hi: int, what: str):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what} must be an integer, got {text!r}") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"{what} must be in {lo}..{hi}, got {value}")
+        return value
+    parse.__name__ = what
+    return parse
+
+
+def _mac(text: str) -> bytes:
+    from pystack.wire.ethernet import mac_from_str
+
+    try:
+        mac = mac_from_str(text)
+    except Exception:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a MAC address like 02:50:0a:4d:00:02") from None
+    if mac[0] & 1:
+        raise argparse.ArgumentTypeError(f"{text} is a group (multicast) address, not a host's")
+    if mac == bytes(6):
+        raise argparse.ArgumentTypeError("00:00:00:00:00:00 cannot be a host's address")
+    return mac
+
+
+def _impairment(text: str) -> str:
+    from pystack.phy.fault_injector import parse_impairment
+
+    try:
+        parse_impairment(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _name(kind: str):
+    from pystack.runtime.tapsetup import check_ifname, check_netns_name
+
+    check = check_ifname if kind == "interface" else check_netns_name
+
+    def parse(text: str) -> str:
+        try:
+            return check(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    parse.__name__ = f"{kind} name"
+    return parse
+
+
+# -- the parser ---------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description="A userspace TCP/IP stack on a Linux TAP device.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    up = sub.add_parser(
+        "up", help="run the stack on a TAP device (until Ctrl-C or SIGTERM)",
+        description="Run the stack on a TAP device until SIGINT/SIGTERM.  By default the TAP lives "
+                    "in the current network namespace; --netns NAME puts it in a namespace "
+                    "(created if missing, removed at exit if pystack created it).  A TAP that "
+                    "already exists is attached to and left as it is; one pystack creates is "
+                    "given --mtu, --host-ip and link up, and vanishes at exit.")
+    where = up.add_mutually_exclusive_group()
+    where.add_argument("--netns", metavar="NAME", type=_name("namespace"),
+                       help="run in network namespace NAME (created if missing)")
+    where.add_argument("--no-netns", action="store_true",
+                       help="run in the current network namespace (the default)")
+    up.add_argument("--tap", metavar="NAME", default="pst0", type=_name("interface"),
+                    help="TAP device to create or attach to (default: pst0)")
+    up.add_argument("--ip", metavar="ADDR/PREFIX", default="10.77.0.2/24", type=_interface_address,
+                    help="the stack's address and on-link prefix (default: 10.77.0.2/24)")
+    up.add_argument("--host-ip", metavar="ADDR/PREFIX", type=_interface_address,
+                    help="address of the kernel side of a TAP pystack creates (default: with "
+                         "--netns, the first host address of --ip's subnet other than ours; "
+                         "otherwise none)")
+    up.add_argument("--gateway", metavar="ADDR", type=_address, help="default route's next hop (on-link)")
+    up.add_argument("--mtu", type=_int_range(68, 65535, "--mtu"),
+                    help="IP MTU (default: 1500, or an existing TAP's)")
+    up.add_argument("--mac", type=_mac, help="the stack's MAC (default: 02:50 followed by --ip's 4 bytes)")
+    up.add_argument("--pcap", metavar="FILE", help="record every frame crossing the TAP to FILE (libpcap)")
+    up.add_argument("--impair", metavar="SPEC", type=_impairment,
+                    help="fault injection, e.g. loss=0.1,reorder=0.05,seed=7 (rx.KEY / tx.KEY for "
+                         "one direction)")
+    up.add_argument("--udp-echo", metavar="PORT", type=_int_range(1, 65535, "--udp-echo port"),
+                    action="append", default=[], help="run a UDP echo service on PORT (repeatable)")
+    up.add_argument("--control", metavar="PATH", default=DEFAULT_PATH,
+                    help=f"control socket for `pystack status` (default: {DEFAULT_PATH})")
+    up.add_argument("--log-level", choices=_LOG_LEVELS, default="info", help="default: info")
+    up.add_argument("--trace", action="store_true", help="log one line per frame in and out")
+    up.add_argument("--batch", type=_int_range(1, 4096, "--batch"), default=64,
+                    help="frames read from the TAP per batch (default: 64)")
+
+    st = sub.add_parser("status", help="show a running daemon's counters, ARP table and sockets",
+                        description="Ask a running `pystack up` for its state over its control socket.")
+    st.add_argument("--json", action="store_true", help="print the raw JSON")
+    st.add_argument("--control", metavar="PATH", default=DEFAULT_PATH,
+                    help=f"the daemon's control socket (default: {DEFAULT_PATH})")
+    st.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for an answer (default: 5)")
+    return parser
+
+
+def _daemon_config(args):
+    from pystack.runtime.daemon import DaemonConfig
+
+    address, prefix = args.ip
+    net = ipaddress.IPv4Interface(f"{address}/{prefix}").network
+    host_ip = args.host_ip
+    if host_ip is None and args.netns is not None and prefix <= 30:
+        # A namespace pystack makes is pystack's own: give the kernel side an
+        # address in our subnet so `ip netns exec NAME ping ADDR` works at once.
+        host_ip = next((str(h), prefix) for h in net.hosts() if str(h) != address)
+    if host_ip is not None and host_ip[0] == address:
+        raise UsageError(f"{PROG} up", f"--host-ip {host_ip[0]} is the stack's own address (--ip)")
+    if args.gateway is not None:
+        gw = ipaddress.IPv4Address(args.gateway)
+        if gw not in net:
+            raise UsageError(f"{PROG} up", f"--gateway {gw} is not on-link ({net})")
+        if str(gw) == address:
+            raise UsageError(f"{PROG} up", f"--gateway {gw} is the stack's own address")
+    return DaemonConfig(ip=(address, prefix), tap=args.tap, netns=args.netns, host_ip=host_ip,
+                        gateway=args.gateway, mtu=args.mtu, mac=args.mac, pcap=args.pcap,
+                        impair=args.impair, trace=args.trace, udp_echo=list(args.udp_echo),
+                        control=args.control, batch=args.batch)
+
+
+# -- commands ----------------------------------------------------------------------
+
+def cmd_up(args) -> int:
+    from pystack.runtime.daemon import Daemon, Terminated
+
+    logging.basicConfig(level=getattr(logging, args.log_level.upper()), stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    logging.getLogger("pyroute2").setLevel(max(logging.WARNING, logging.getLogger().level))
+    config = _daemon_config(args)
+    if os.geteuid() != 0 and config.netns is not None:
+        from pystack.runtime.tapsetup import SetupError
+
+        raise SetupError("permission denied: creating or entering a network namespace needs root")
+    daemon = Daemon(config)
+
+    pid = os.getpid()
+
+    def on_signal(signum, frame):
+        if os.getpid() != pid:
+            # A child pyroute2 forked to work in a namespace inherits this
+            # handler, and is stopped with SIGTERM: it must just go, never
+            # unwind our stack (that would run the daemon's clean-up twice).
+            os._exit(128 + signum)
+        daemon.stop()  # never raises: see pystack.runtime.daemon
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        daemon.run()
+    except Terminated:
+        return EXIT_INTERRUPTED
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0
+
+
+def cmd_status(args) -> int:
+    from pystack.runtime.control import request
+
+    status = request(args.control, "status", timeout=args.timeout)
+    if args.json:
+        json.dump(status, sys.stdout, indent=2, default=str)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(format_status(status))
+    return 0
+
+
+# -- status as text ---------------------------------------------------------------------
+
+_LAYER_TITLES = {"ethernet": "Ethernet", "arp": "Arp", "ipv4": "Ip", "reasm": "Reassembly", "icmp": "Icmp",
+                 "udp": "Udp", "tcp": "Tcp", "iface": "Interface"}
+_LAYER_ORDER = ("ethernet", "arp", "ipv4", "reasm", "icmp", "udp", "tcp", "iface")
+
+
+def _by_layer(counters) -> dict[str, dict[str, int]]:
+    """Accept counters nested by layer or flat ("layer.what": n); return them nested."""
+    if not isinstance(counters, dict):
+        return {}
+    out: dict[str, dict[str, int]] = {}
+    for key, value in counters.items():
+        if isinstance(value, dict):
+            out.setdefault(key, {}).update(value)
+        else:
+            layer, _, what = str(key).partition(".")
+            out.setdefault(layer, {})[what or layer] = value
+    return out
+
+
+def _table(rows: list[list[str]], indent: str = "    ") -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return [indent + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+
+
+def _seconds(us) -> str:
+    return f"{us / 1e6:.1f} s" if isinstance(us, (int, float)) else "-"
+
+
+def _arp_rows(arp) -> list[list[str]]:
+    """Rows of entries as Interface.status() gives them: ip, mac, state, expires_in_us."""
+    rows = [["Address", "HWaddress", "State", "Expires"]]
+    for entry in arp or []:
+        if not isinstance(entry, dict):
+            continue
+        rows.append([str(entry.get("ip", "?")), str(entry.get("mac", "?")), str(entry.get("state", "-")),
+                     _seconds(entry.get("expires_in_us")) if entry.get("expires_in_us") is not None
+                     else "never"])
+    return rows
+
+
+def _socket_rows(sockets) -> list[list[str]]:
+    if not sockets:
+        return []
+    keys: list[str] = []
+    for s in sockets:
+        for k in (s if isinstance(s, dict) else {}):
+            if k not in keys:
+                keys.append(k)
+    rows = [[k.replace("_", " ").title().replace(" ", "-") for k in keys]]
+    for s in sockets:
+        rows.append(["-" if s.get(k) is None else str(s.get(k)) for k in keys])
+    return rows
+
+
+def format_status(status: dict) -> str:
+    """``pystack status`` as text: a header, counters per layer, ARP table, sockets."""
+    lines: list[str] = []
+    d = status.get("daemon") or {}
+    cfg = status.get("config") or {}
+    where = f" in namespace {d['netns']}" if d.get("netns") else ""
+    ip = cfg.get("ip", "?")
+    if "prefix_len" in cfg and "/" not in str(ip):
+        ip = f"{ip}/{cfg['prefix_len']}"
+    lines.append(f"pystack {ip} on {d.get('tap', '?')}{where}: pid {d.get('pid', '?')}, "
+                 f"up {d.get('uptime_s', 0)} s, implementation {d.get('implementation', '?')}")
+    details = [f"{k} {cfg[k]}" for k in ("mac", "mtu", "gateway", "ttl") if cfg.get(k) is not None]
+    if details:
+        lines.append("    " + ", ".join(details))
+    counters = _by_layer(status.get("counters") or status.get("stats") or {})
+    for layer in [*_LAYER_ORDER, *sorted(set(counters) - set(_LAYER_ORDER))]:
+        values = counters.get(layer)
+        if not values:
+            continue
+        lines.append(f"{_LAYER_TITLES.get(layer, layer.title())}:")
+        width = max(len(str(v)) for v in values.values())
+        for what in sorted(values):
+            lines.append(f"    {values[what]:>{width}} {what.replace('_', ' ')}")
+        reasm = status.get("reassembly")
+        if layer == "reasm" and isinstance(reasm, dict):
+            lines.append(f"    ({reasm.get('pending', 0)} datagrams pending, "
+                         f"{reasm.get('memory', 0)} bytes held)")
+    dev = status.get("device") or {}
+    if dev:
+        lines.append("Device:")
+        lines.append(f"    {dev.get('name')}: mtu {dev.get('mtu')}, batch {dev.get('batch')}, "
+                     f"truncated {dev.get('truncated', 0)}"
+                     + (f", pcap {dev['pcap']} ({dev.get('pcap_records')} records)" if dev.get("pcap") else ""))
+    faults = status.get("faults")
+    if faults:
+        lines.append(f"Faults (seed {faults.get('seed')}):")
+        for direction in ("rx", "tx"):
+            c = faults.get(direction) or {}
+            lines.append(f"    {direction}: " + ", ".join(f"{k} {v}" for k, v in c.items()))
+    rt = status.get("runtime") or {}
+    if rt:
+        lines.append("Runtime:")
+        width = max(len(str(v)) for v in rt.values())
+        for k, v in rt.items():
+            lines.append(f"    {v:>{width}} {k.replace('_', ' ')}")
+    lines.append("ARP table:")
+    arp_rows = _arp_rows(status.get("arp"))
+    lines.extend(_table(arp_rows) if len(arp_rows) > 1 else ["    (empty)"])
+    for r in status.get("arp_resolving") or []:
+        lines.append(f"    {r.get('ip')}  (resolving: {r.get('requests_sent')} requests sent, "
+                     f"{r.get('queued')} packets waiting)")
+    lines.append("Sockets:")
+    sock_rows = _socket_rows(status.get("sockets"))
+    lines.extend(_table(sock_rows) if sock_rows else ["    (none)"])
+    return "\n".join(lines) + "\n"
+
+
+# -- entry point -------------------------------------------------------------------------
+
+def _say(message: str) -> None:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The console script; returns the exit status (``python -m pystack`` passes it to sys.exit)."""
+    from pystack.runtime.control import ControlError
+    from pystack.runtime.loop import LoopError
+    from pystack.runtime.tapsetup import SetupError
+
+    parser = build_parser()
+    args = None
+    try:
+        args = parser.parse_args(argv)
+        if args.command is None:
+            raise UsageError(PROG, f"a command is needed: up or status (see {PROG} --help)")
+        return cmd_up(args) if args.command == "up" else cmd_status(args)
+    except UsageError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_USAGE
+    except (SetupError, ControlError, LoopError) as exc:
+        _say(str(exc))
+    except PermissionError as exc:
+        _say(f"permission denied: {_os_message(exc)} (run as root, or with CAP_NET_ADMIN)")
+    except OSError as exc:
+        _say(_os_message(exc))
+    except ValueError as exc:
+        _say(str(exc))
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # a bug: one line, unless debugging
+        if args is not None and getattr(args, "log_level", None) == "debug":
+            raise
+        _say(f"internal error: {type(exc).__name__}: {exc} (rerun with --log-level debug for details)")
+    return EXIT_ERROR
+
+
+def _os_message(exc: OSError) -> str:
+    text = exc.strerror or str(exc)
+    if exc.filename:
+        text = f"{text}: {exc.filename}"
+    return text
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,258 @@
+"""The daemon's control socket: a Unix stream socket served by the loop thread, and its client.
+
+Owns the wire protocol between ``pystack status`` and a running ``pystack
+up``, and the socket file.  The server never blocks and never runs in a
+thread of its own: its listening socket and its connections are watched by
+the :class:`~pystack.runtime.loop.Loop` (:meth:`Loop.watch`), so a command
+reads the stack's state from the owner thread, between two iterations -- a
+consistent snapshot with no lock.
+
+Protocol: the client connects, sends one command line (``status\\n``) and
+reads until the server closes; the server answers with one JSON object and a
+newline, then closes.  An answer always has ``"ok"``: true with the result's
+fields, or false with ``"error"`` (a sentence).  Commands: ``status``.
+
+The socket file is created mode 0600 (only its owner -- root for a daemon
+that made a TAP -- may ask), and removed when the server closes.  A path
+where another daemon answers is refused (``EADDRINUSE``); a stale file left
+by a daemon that died is replaced.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import logging
+import os
+import select
+import socket
+import stat
+from collections.abc import Callable
+
+log = logging.getLogger("pystack.control")
+
+#: Where ``pystack up`` listens and ``pystack status`` asks, unless told otherwise.
+DEFAULT_PATH = "/run/pystack.sock"
+#: A command line longer than this is refused (the protocol's commands are words).
+MAX_REQUEST = 1024
+#: Connections served at once; a new one beyond this closes the oldest.
+MAX_CONNECTIONS = 16
+
+
+class ControlError(Exception):
+    """A control request failed; the message is one line meant for the user."""
+
+
+def _json_default(value):
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).hex(":")
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    return str(value)
+
+
+def encode(obj: dict) -> bytes:
+    """One JSON line; values JSON cannot hold (bytes, sets) are written as text."""
+    return json.dumps(obj, default=_json_default, sort_keys=False).encode() + b"\n"
+
+
+class _Conn:
+    __slots__ = ("sock", "inbuf", "outbuf")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.inbuf = b""
+        self.outbuf = b""
+
+
+class ControlServer:
+    """Serves the control protocol on ``path`` through ``loop``.
+
+    ``handlers`` maps a command word to a function returning a dict (the
+    answer's fields); it runs in the loop's owner thread.  Create it from the
+    owner thread or before ``loop.run()``; :meth:`close` likewise.
+    """
+
+    def __init__(self, path: str, loop, handlers: dict[str, Callable[[], dict]]) -> None:
+        self.path = os.fspath(path)
+        self.loop = loop
+        self.handlers = dict(handlers)
+        self.requests = 0
+        self._conns: dict[int, _Conn] = {}
+        self._sock = self._listen(self.path)
+        loop.watch(self._sock.fileno(), self._on_accept)
+
+    @staticmethod
+    def _listen(path: str) -> socket.socket:
+        if os.path.lexists(path):
+            if not stat.S_ISSOCK(os.lstat(path).st_mode):
+                raise FileExistsError(errno.EEXIST, f"{path} exists and is not a socket", path)
+            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                probe.settimeout(1.0)
+                probe.connect(path)
+            except (ConnectionRefusedError, FileNotFoundError):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)  # stale: its daemon is gone
+            except OSError:
+                pass
+            else:
+                raise OSError(errno.EADDRINUSE,
+                              f"another pystack daemon answers on {path} (use --control PATH)", path)
+            finally:
+                probe.close()
+        parent = os.path.dirname(path)
+        if parent and not os.path.isdir(parent):
+            os.makedirs(parent, mode=0o755, exist_ok=True)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
+        old = os.umask(0o177)
+        try:
+            sock.bind(path)
+        except BaseException:
+            sock.close()
+            raise
+        finally:
+            os.umask(old)
+        sock.listen(8)
+        return sock
+
+    def _on_accept(self, events: int) -> None:
+        while True:
+            try:
+                conn, _ = self._sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # EMFILE and friends: try again at the next event
+                log.warning("control: accept failed: %s", exc)
+                return
+            conn.setblocking(False)
+            if len(self._conns) >= MAX_CONNECTIONS:
+                self._drop(next(iter(self._conns)))
+            fd = conn.fileno()
+            self._conns[fd] = _Conn(conn)
+            self.loop.watch(fd, lambda ev, fd=fd: self._on_conn(fd, ev))
+
+    def _on_conn(self, fd: int, events: int) -> None:
+        c = self._conns.get(fd)
+        if c is None:
+            return
+        if c.outbuf:
+            self._send(fd, c)
+            return
+        try:
+            data = c.sock.recv(MAX_REQUEST + 1)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self._drop(fd)
+            return
+        c.inbuf += data
+        line, newline, _ = c.inbuf.partition(b"\n")
+        if not newline and data and len(c.inbuf) <= MAX_REQUEST:
+            return  # wait for the rest of the line
+        if len(line) > MAX_REQUEST:
+            answer = {"ok": False, "error": f"request longer than {MAX_REQUEST} bytes"}
+        elif not newline and not line.strip():
+            self._drop(fd)  # closed without asking anything
+            return
+        else:
+            answer = self._answer(line.decode("utf-8", "replace").strip())
+        c.outbuf = encode(answer)
+        self.loop.watch(fd, lambda ev, fd=fd: self._on_conn(fd, ev), select.EPOLLOUT)
+        self._send(fd, c)
+
+    def _answer(self, command: str) -> dict:
+        self.requests += 1
+        handler = self.handlers.get(command)
+        if handler is None:
+            known = ", ".join(sorted(self.handlers))
+            return {"ok": False, "error": f"unknown command {command!r} (known: {known})"}
+        try:
+            return {"ok": True, **handler()}
+        except Exception as exc:
+            log.exception("control: command %r failed", command)
+            return {"ok": False, "error": f"{command} failed: {type(exc).__name__}: {exc}"}
+
+    def _send(self, fd: int, c: _Conn) -> None:
+        try:
+            sent = c.sock.send(c.outbuf)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self._drop(fd)
+            return
+        c.outbuf = c.outbuf[sent:]
+        if not c.outbuf:
+            self._drop(fd)
+
+    def _drop(self, fd: int) -> None:
+        c = self._conns.pop(fd, None)
+        if c is not None:
+            self.loop.unwatch(fd)
+            # Closing with unread bytes makes the peer's recv fail with
+            # ECONNRESET before it reads our answer: discard them first.
+            with contextlib.suppress(OSError):
+                for _ in range(16):
+                    if not c.sock.recv(65536):
+                        break
+            c.sock.close()
+
+    def close(self) -> None:
+        """Close every connection and the listener, and remove the socket file."""
+        for fd in list(self._conns):
+            self._drop(fd)
+        if self._sock.fileno() >= 0:
+            self.loop.unwatch(self._sock.fileno())
+            self._sock.close()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
+
+    def __enter__(self) -> "ControlServer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def request(path: str = DEFAULT_PATH, command: str = "status", timeout: float = 5.0) -> dict:
+    """Send ``command`` to the daemon at ``path`` and return its answer's fields.
+
+    Raises :class:`ControlError` with a one-line message when no daemon
+    answers, access is denied, the answer is not JSON, or the daemon
+    reports an error.
+    """
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    sock.settimeout(timeout)
+    try:
+        try:
+            sock.connect(path)
+        except (FileNotFoundError, ConnectionRefusedError):
+            raise ControlError(f"no pystack daemon answers on {path} (is `pystack up` running? "
+                               "see --control)") from None
+        except PermissionError:
+            raise ControlError(f"permission denied on {path} (the daemon's socket is its "
+                               "owner's only: run as the same user, usually root)") from None
+        chunks = []
+        try:
+            sock.sendall(command.encode() + b"\n")
+            while True:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+        except TimeoutError:
+            raise ControlError(f"the daemon on {path} did not answer within {timeout:g} s") from None
+        except OSError as exc:
+            raise ControlError(f"talking to the daemon on {path}: {exc.strerror or exc}") from None
+    finally:
+        sock.close()
+    try:
+        answer = json.loads(b"".join(chunks))
+    except ValueError:
+        raise ControlError(f"the daemon on {path} sent an answer that is not JSON") from None
+    if not isinstance(answer, dict) or "ok" not in answer:
+        raise ControlError(f"the daemon on {path} sent an unexpected answer")
+    if not answer.pop("ok"):
+        raise ControlError(f"the daemon says: {answer.get('error', 'unknown error')}")
+    return answer

@@ -1,0 +1,206 @@
+"""The ``pystack up`` daemon: puts the pieces together and runs them until told to stop.
+
+Owns the composition, not the pieces: a :class:`~pystack.runtime.tapsetup.TapSetup`
+(namespace and TAP), the device stack over the TAP::
+
+    FaultInjector(Tracer(PcapWriter(TapDevice)))     # each layer only when asked for
+
+(the capture and the trace show the frames that really crossed the TAP;
+the faults act between them and the stack), the sans-I/O
+:class:`~pystack.iface.interface.Interface`, the services (UDP echo), the
+:class:`~pystack.runtime.loop.Loop`, and the control socket answering
+``status``.  Everything is released in reverse order of creation however
+:meth:`Daemon.run` ends.
+
+Signals: the CLI's handler only calls :meth:`Daemon.stop`, which records
+the request and, once the loop runs, asks the loop to return.  It never
+raises: an exception thrown into the middle of pyroute2 (which forks helper
+processes to work inside a namespace) could leave a namespace made but not
+recorded, so never removed.  Set-up instead checks the request at
+checkpoints between its steps and stops there with :class:`Terminated`,
+inside the ``with`` blocks that undo what was done.  During tear-down a
+request changes nothing, so a second Ctrl-C cannot interrupt clean-up.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+
+from pystack import _accel
+from pystack.runtime.control import DEFAULT_PATH, ControlServer
+from pystack.runtime.loop import Loop, monotonic_us
+from pystack.runtime.tapsetup import SetupError, TapSetup
+
+log = logging.getLogger("pystack.runtime")
+
+
+class Terminated(BaseException):
+    """A stop request (signal) arrived while the daemon was still being set up."""
+
+
+def default_mac(ip: str) -> bytes:
+    """02:50:<our IPv4 address>: locally administered unicast (IEEE 802 U/L bit), one per
+    address, and the same on every run, so captures of two runs compare byte for byte."""
+    from pystack.wire.ipv4 import ip_from_str
+
+    return bytes((0x02, 0x50)) + ip_from_str(ip).to_bytes(4, "big")
+
+
+@dataclass
+class DaemonConfig:
+    """What ``pystack up`` was asked for (validated by the CLI, and again by the pieces)."""
+
+    ip: tuple[str, int] = ("10.77.0.2", 24)
+    tap: str = "pst0"
+    netns: str | None = None
+    host_ip: tuple[str, int] | None = None
+    gateway: str | None = None
+    mtu: int | None = None
+    mac: bytes | None = None
+    pcap: str | None = None
+    impair: str | None = None
+    trace: bool = False
+    udp_echo: list[int] = field(default_factory=list)
+    control: str = DEFAULT_PATH
+    batch: int = 64
+
+
+class Daemon:
+    def __init__(self, config: DaemonConfig) -> None:
+        self.config = config
+        self.loop: Loop | None = None
+        self.iface = None
+        self.device = None
+        self.setup: TapSetup | None = None
+        self.faults = None
+        self.pcap = None
+        self.services: list = []
+        self._phase = "setup"  # -> "running" -> "teardown"
+        self._stop_requested = False
+        self._started_at = 0
+
+    @property
+    def phase(self) -> str:
+        """"setup", "running" or "teardown"."""
+        return self._phase
+
+    def stop(self) -> None:
+        """Ask the daemon to stop; safe from any thread and from a signal handler.
+
+        During set-up this records the request, and :meth:`run` raises
+        :class:`Terminated` at its next checkpoint; once the loop runs, the
+        loop returns after its current iteration.
+        """
+        self._stop_requested = True
+        loop = self.loop
+        if loop is not None:
+            loop.stop()  # before run() this makes run() return at once
+
+    def _checkpoint(self) -> None:
+        if self._stop_requested:
+            raise Terminated()
+
+    def run(self, on_ready=None) -> None:
+        """Set everything up, call ``on_ready(self)``, run until :meth:`stop`, tear down."""
+        from pystack.iface.interface import Interface, InterfaceConfig
+        from pystack.phy.fault_injector import FaultInjector, parse_impairment
+        from pystack.phy.pcap_writer import PcapWriter
+        from pystack.phy.tracer import Tracer
+        from pystack.wire.ipv4 import ip_from_str
+
+        cfg = self.config
+        faults = parse_impairment(cfg.impair) if cfg.impair else None  # ValueError before any set-up
+        clock = monotonic_us
+        try:
+            with TapSetup(cfg.tap, netns=cfg.netns, host_ip=cfg.host_ip, mtu=cfg.mtu,
+                          batch=cfg.batch) as setup:
+                self.setup = setup
+                device = setup.device
+                try:
+                    self._checkpoint()
+                    if cfg.pcap:
+                        origin = time.time_ns() // 1000 - clock()
+                        try:
+                            device = self.pcap = PcapWriter(device, cfg.pcap, time_origin=origin)
+                        except OSError as exc:
+                            raise SetupError(f"cannot write the capture {cfg.pcap}: "
+                                             f"{exc.strerror or exc}") from None
+                    if cfg.trace:
+                        device = Tracer(device, level=logging.INFO)
+                    if faults is not None:
+                        rx, tx, seed = faults
+                        device = self.faults = FaultInjector(device, rx, tx, seed=seed)
+                    self.device = device
+                    address, prefix = cfg.ip
+                    iface_config = InterfaceConfig(
+                        mac=cfg.mac or default_mac(address), ip=ip_from_str(address), prefix_len=prefix,
+                        gateway=ip_from_str(cfg.gateway) if cfg.gateway else None, mtu=setup.mtu)
+                    self.iface = Interface(iface_config)
+                    self.services = [self._udp_echo(port) for port in cfg.udp_echo]
+                    self._checkpoint()
+                    with Loop(device, self.iface, services=self.services, clock=clock) as loop:
+                        self.loop = loop
+                        with ControlServer(cfg.control, loop, {"status": self.status}):
+                            self._started_at = clock()
+                            log.info("pystack up: %s/%d mac %s on %s%s, mtu %d; control %s",
+                                     address, prefix, iface_config.mac.hex(":"), cfg.tap,
+                                     f" in namespace {cfg.netns}" if cfg.netns else "", setup.mtu,
+                                     cfg.control)
+                            if on_ready is not None:
+                                on_ready(self)
+                            self._phase = "running"
+                            self._checkpoint()
+                            loop.run()
+                            self._phase = "teardown"
+                            log.info("pystack stopping")
+                finally:
+                    self._phase = "teardown"
+                    if device is not setup.device:
+                        device.close()  # the wrappers (flushes the pcap); closes the TAP too
+        finally:
+            self._phase = "teardown"
+
+    def _udp_echo(self, port: int):
+        from pystack.services.udp_echo import UdpEchoService
+
+        sock = self.iface.udp.socket()
+        sock.bind(("", port))
+        return UdpEchoService(sock)
+
+    def status(self) -> dict:
+        """The control socket's ``status``: the interface's status plus the runtime's own counters."""
+        cfg = self.config
+        st = dict(self.iface.status())
+        loop = self.loop
+        st["daemon"] = {
+            "pid": os.getpid(),
+            "tap": cfg.tap,
+            "netns": cfg.netns,
+            "created_tap": self.setup.created_tap if self.setup else None,
+            "created_netns": self.setup.created_netns if self.setup else None,
+            "uptime_s": round((loop.clock() - self._started_at) / 1e6, 3) if loop else 0,
+            "implementation": _accel.IMPLEMENTATION,
+            "control": cfg.control,
+            "services": [f"udp-echo:{p}" for p in cfg.udp_echo],
+        }
+        inner = self.setup.device if self.setup else None
+        st["device"] = {
+            "name": cfg.tap,
+            "mtu": self.setup.mtu if self.setup else None,
+            "batch": getattr(inner, "batch", None),
+            "truncated": getattr(inner, "truncated", 0),
+            "pcap": cfg.pcap,
+            "pcap_records": self.pcap.pcap.records if self.pcap is not None else None,
+        }
+        if self.faults is not None:
+            held_rx, held_tx = self.faults.held
+            st["faults"] = {"seed": self.faults.seed,
+                            "rx": {**self.faults.rx_counters.as_dict(), "held": held_rx},
+                            "tx": {**self.faults.tx_counters.as_dict(), "held": held_tx}}
+        else:
+            st["faults"] = None
+        st["runtime"] = {**loop.stats, "tx_backlog": loop.backlog} if loop else {}
+        return st

@@ -1,0 +1,200 @@
+"""The `pystack` command line: wrong arguments and missing privileges give one line and a
+non-zero exit, never a traceback; `status` text layout."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from pystack import cli
+from pystack.iface.interface import Interface, InterfaceConfig
+from pystack.phy.pipe import Pipe
+from pystack.runtime.control import ControlServer
+from pystack.runtime.loop import Loop
+
+ROOT = Path(__file__).resolve().parents[2]
+RUN_S = 30
+
+
+def run_main(capsys, *argv) -> tuple[int, str, str]:
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line(err: str, *needles: str) -> None:
+    lines = err.splitlines()
+    assert len(lines) == 1, f"expected one line on stderr, got:\n{err}"
+    assert lines[0].startswith("pystack"), lines[0]
+    assert "error:" in lines[0]
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+
+
+@pytest.mark.parametrize("argv, needle", [
+    ([], "a command is needed"),
+    (["bogus"], "invalid choice"),
+    (["up", "--ip", "10.77.0.2"], "needs a prefix length"),
+    (["up", "--ip", "10.77.0/24"], "is not an IPv4 address"),
+    (["up", "--ip", "10.77.0.0/24"], "network address"),
+    (["up", "--ip", "10.77.0.255/24"], "broadcast address"),
+    (["up", "--ip", "224.0.0.1/24"], "cannot be a host"),
+    (["up", "--host-ip", "10.77.0.2/24"], "the stack's own address"),
+    (["up", "--gateway", "10.1.2.3"], "not on-link"),
+    (["up", "--gateway", "10.77.0.2"], "the stack's own address"),
+    (["up", "--gateway", "nope"], "is not an IPv4 address"),
+    (["up", "--mtu", "67"], "68..65535"),
+    (["up", "--mtu", "big"], "must be an integer"),
+    (["up", "--udp-echo", "0"], "1..65535"),
+    (["up", "--tap", "a" * 16], "invalid interface name"),
+    (["up", "--tap", "a/b"], "invalid interface name"),
+    (["up", "--netns", "a/b"], "invalid network namespace name"),
+    (["up", "--netns", "x", "--no-netns"], "not allowed with"),
+    (["up", "--mac", "01:00:5e:00:00:01"], "group"),
+    (["up", "--mac", "zz"], "is not a MAC"),
+    (["up", "--impair", "loss=2"], "probability"),
+    (["up", "--impair", "nope=1"], "unknown impairment key"),
+    (["up", "--log-level", "loud"], "invalid choice"),
+    (["up", "--unknown"], "unrecognized arguments"),
+    (["status", "--timeout", "soon"], "invalid float"),
+])
+def test_wrong_arguments_are_one_line_and_exit_2(capsys, argv, needle):
+    code, out, err = run_main(capsys, *argv)
+    assert code == 2
+    assert out == ""
+    assert_one_line(err, needle)
+
+
+def test_help_exits_0(capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main(["up", "--help"])
+    assert info.value.code == 0
+    assert "--impair" in capsys.readouterr().out
+
+
+def test_status_without_a_daemon_is_one_line_exit_1(capsys, tmp_path):
+    code, out, err = run_main(capsys, "status", "--control", str(tmp_path / "none.sock"))
+    assert code == 1
+    assert_one_line(err, "no pystack daemon answers")
+
+
+def test_python_dash_m_pystack_is_the_same_command():
+    proc = subprocess.run([sys.executable, "-m", "pystack", "up", "--ip", "bad"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=RUN_S)
+    assert proc.returncode == 2
+    assert_one_line(proc.stderr, "argument --ip")
+
+
+def test_default_host_ip_in_a_namespace_of_our_own():
+    args = cli.build_parser().parse_args(["up", "--netns", "x", "--ip", "10.9.0.5/24"])
+    cfg = cli._daemon_config(args)
+    assert cfg.host_ip == ("10.9.0.1", 24)
+    args = cli.build_parser().parse_args(["up", "--netns", "x", "--ip", "10.9.0.1/24"])
+    assert cli._daemon_config(args).host_ip == ("10.9.0.2", 24)
+    args = cli.build_parser().parse_args(["up", "--ip", "10.9.0.5/24"])
+    assert cli._daemon_config(args).host_ip is None  # never an address in a namespace we did not make
+
+
+# -- missing privileges: run as nobody -------------------------------------------------------
+
+def _as_nobody(*argv: str) -> subprocess.CompletedProcess:
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv to drop to nobody")
+    cmd = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--inh-caps=-all",
+           sys.executable, "-m", "pystack", *argv]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=RUN_S,
+                          env={**os.environ, "HOME": "/nonexistent"})
+
+
+@pytest.fixture
+def public_dir():
+    """A temporary directory nobody may enter (pytest's tmp_path is root's only)."""
+    path = tempfile.mkdtemp(prefix="pystack-cli-")
+    os.chmod(path, 0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_up_as_nobody_is_a_one_line_privilege_error(public_dir):
+    # No namespace: it would try the current one's TAP and must be refused by the kernel.
+    proc = _as_nobody("up", "--tap", "pstnobody0", "--control", os.path.join(public_dir, "ctl.sock"))
+    assert proc.returncode == 1, proc.stderr
+    assert_one_line(proc.stderr, "permission denied")
+    assert not os.path.exists(os.path.join(public_dir, "ctl.sock"))
+
+
+def test_up_in_a_namespace_as_nobody_is_a_one_line_privilege_error(public_dir):
+    proc = _as_nobody("up", "--netns", "pystack-nobody-test", "--control", os.path.join(public_dir, "c.sock"))
+    assert proc.returncode == 1, proc.stderr
+    assert_one_line(proc.stderr, "needs root")
+    assert not os.path.exists("/run/netns/pystack-nobody-test")
+
+
+def test_status_as_nobody_on_roots_socket_is_a_one_line_error(public_dir):
+    path = os.path.join(public_dir, "root.sock")
+    with Loop(Pipe().b, _Idle()) as loop:
+        server = ControlServer(path, loop, {"status": lambda: {}})
+        try:
+            proc = _as_nobody("status", "--control", path)
+        finally:
+            server.close()
+    assert proc.returncode == 1
+    assert_one_line(proc.stderr, "permission denied")
+
+
+class _Idle:
+    def receive(self, frame, now): pass
+    def poll(self, now): return []
+    def poll_at(self): return None
+
+
+# -- status text -----------------------------------------------------------------------------
+
+def _status() -> dict:
+    iface = Interface(InterfaceConfig(mac=bytes.fromhex("025000000002"), ip=0x0A4D0002, prefix_len=24))
+    sock = iface.udp.socket()
+    sock.bind(("", 7))
+    iface.stats.incr("ipv4.rx", 12)
+    iface.stats.incr("ipv4.bad_checksum", 3)
+    iface.neighbors.add_static(0x0A4D0001, bytes.fromhex("02aabbccddee"))
+    st = iface.status()
+    st["daemon"] = {"pid": 1234, "tap": "pst0", "netns": "ns1", "uptime_s": 2.5, "implementation": "c"}
+    st["device"] = {"name": "pst0", "mtu": 1500, "batch": 64, "truncated": 0, "pcap": None}
+    st["faults"] = {"seed": 7, "rx": {"seen": 10, "dropped_loss": 1}, "tx": {"seen": 9}}
+    st["runtime"] = {"iterations": 5, "rx_frames": 10}
+    return json.loads(json.dumps(st))  # what the client sees
+
+
+def test_status_text_reads_like_netstat_s():
+    text = cli.format_status(_status())
+    lines = text.splitlines()
+    assert lines[0].startswith("pystack 10.77.0.2/24 on pst0 in namespace ns1: pid 1234")
+    assert "Ip:" in lines
+    ip = lines.index("Ip:")
+    block = lines[ip + 1:lines.index("Reassembly:")]
+    assert "    12 rx" in block
+    assert "     3 bad checksum" in block  # every drop reason, aligned
+    assert "     0 bad ihl" in block
+    for title in ("Ethernet:", "Arp:", "Icmp:", "Udp:", "Device:", "Faults (seed 7):", "Runtime:",
+                  "ARP table:", "Sockets:"):
+        assert title in lines, title
+    arp = lines[lines.index("ARP table:") + 1:lines.index("Sockets:")]
+    assert arp[0].split() == ["Address", "HWaddress", "State", "Expires"]
+    assert arp[1].split() == ["10.77.0.1", "02:aa:bb:cc:dd:ee", "permanent", "never"]
+    socks = lines[lines.index("Sockets:") + 1:]
+    assert socks[0].split() == ["Proto", "Local", "Remote", "Rx-Queue", "Tx-Queue", "Drops"]
+    assert socks[1].split() == ["udp", "0.0.0.0:7", "*:*", "0", "0", "0"]
+
+
+def test_status_text_of_an_empty_status_does_not_fail():
+    text = cli.format_status({})
+    assert "ARP table:\n    (empty)" in text
+    assert "Sockets:\n    (none)" in text
