@@ -4,7 +4,7 @@ Usage: python benchmarks/report.py out/benchmarks.json
 
 Every figure is the median of the rounds (the machine is shared and noisy).
 Within a group each benchmark is shown beside the group's fast-path entry
-(the one whose name ends in ``[c]`` or whose params say ``impl == "c"``), so
+(``[c]``, or ``[pystack]`` where pystack stands beside the kernel), so
 ``py`` reads as "how many times slower the pure twin is" and a baseline
 (memcpy, os.read, the kernel) as "how many times the fast path costs".
 The aims of the issues are checked at the end.
@@ -25,9 +25,9 @@ def _unit(seconds: float) -> str:
 
 
 def _is_c(bench: dict) -> bool:
-    """The fast-path entry of a group: parametrized with id ``c`` (alone or first)."""
+    """The group's reference: the fast path (id ``c``, alone or first) or pystack beside the kernel."""
     name = bench["name"]
-    return name.endswith("[c]") or "[c-" in name
+    return name.endswith(("[c]", "[pystack]")) or "[c-" in name
 
 
 def load(path: str) -> dict[str, list[dict]]:
@@ -87,6 +87,15 @@ def AIMS(groups) -> list[str]:
         batch = median(groups, "tap-read-10000", f"test_tap_read_batch[c-{size}]")
         if batch and single:
             check(f"TAP read of 10,000 frames, os.read / batch of {size} (aim > 1)", single / batch, single > batch)
+    ours, kernel = (median(groups, "iface-ping-rtt", f"test_ping_rtt[{side}]") for side in ("pystack", "kernel"))
+    if ours and kernel:
+        out.append(f"ping round trip: pystack {ours * 1e6:.1f} us, kernel over veth {kernel * 1e6:.1f} us, "
+                   f"ratio {ours / kernel:.2f}")
+    ours, kernel = (median(groups, "iface-udp-echo-1000", f"test_udp_echo_rate[{side}]")
+                    for side in ("pystack", "kernel"))
+    if ours and kernel:
+        out.append(f"UDP echo, 1000 datagrams: pystack {1000 / ours:,.0f}/s, kernel over veth {1000 / kernel:,.0f}/s, "
+                   f"ratio {kernel / ours:.2f}")
     return out
 
 
