@@ -38,6 +38,8 @@ def _extensions():
         return []
     from setuptools import Extension
 
+    # Relative paths (setuptools wants them), found from this file, not the cwd.
+    os.chdir(HERE)
     sources = sorted(glob.glob(os.path.join("pystack", "_fast", "*.pyx")))
     only = os.environ.get("PYSTACK_ONLY")  # developer aid: build just these (comma-separated)
     if only:
@@ -79,10 +81,6 @@ class OptionalBuildExt(build_ext):
             self._fail(exc)
             return
         _say("built the Cython fast path: " + ", ".join(e.name for e in self.extensions))
-
-    def build_extension(self, ext):
-        # Never strip: perf needs the symbols.
-        super().build_extension(ext)
 
     def _fail(self, exc):
         _say(f"could not build the Cython fast path ({exc.__class__.__name__}: {exc}); "

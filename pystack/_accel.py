@@ -40,8 +40,8 @@ def _choose() -> tuple[str, dict[str, ModuleType], str]:
     for name in FAST_MODULES:
         try:
             loaded[name] = fast_module(name)
-        except ImportError as exc:
-            return "py", {}, f"pystack._fast.{name} did not import ({exc})"
+        except Exception as exc:  # ImportError, or a broken build (ABI mismatch...): pure wins
+            return "py", {}, f"pystack._fast.{name} did not import ({exc.__class__.__name__}: {exc})"
     return "c", loaded, "all fast-path extensions imported"
 
 

@@ -55,6 +55,16 @@ def implementations(name: str, pure_module: str):
     return fixture
 
 
+def require(missing: str | None) -> None:
+    """Skip the test for an unmet need of the environment (root, /dev/net/tun, a
+    tool ci/common.sh installs) -- except in CI, where every such need is met by
+    construction and an unmet one fails the test instead of hiding it."""
+    if missing:
+        if IN_CI:
+            pytest.fail(f"{missing}: required when CI=true")
+        pytest.skip(missing)
+
+
 def netns_available() -> str | None:
     """None when namespace tests can run here, else the reason they cannot."""
     if os.geteuid() != 0:
@@ -67,9 +77,7 @@ def netns_available() -> str | None:
 @pytest.fixture
 def netns():
     """A fresh network namespace, removed when the test ends (also on failure)."""
-    why = netns_available()
-    if why:
-        pytest.skip(why)
+    require(netns_available())
     from pystack.runtime.netns import NetNamespace
 
     with NetNamespace() as ns:
@@ -77,6 +85,15 @@ def netns():
 
 
 # -- fail the run when a namespace test was skipped in CI --------------------
+
+
+def pytest_collection_modifyitems(config, items):
+    # A test that takes the netns fixture needs a namespace whether or not its
+    # author remembered the marker.
+    for item in items:
+        if "netns" in getattr(item, "fixturenames", ()) and item.get_closest_marker("netns") is None:
+            item.add_marker(pytest.mark.netns)
+
 
 _skipped_netns: list[str] = []
 

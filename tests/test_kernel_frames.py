@@ -18,7 +18,7 @@ from __future__ import annotations
 import pytest
 
 import kernel_frames as kf
-from conftest import implementations, netns_available
+from conftest import implementations, netns_available, require
 from pystack.wire.arp import OP_REQUEST, ArpPacket
 from pystack.wire.ethernet import EthernetFrame
 from pystack.wire.icmpv4 import IcmpPacket
@@ -43,9 +43,7 @@ def saved():
 @pytest.fixture(scope="module")
 def live():
     """Frames captured now, from this kernel, in a namespace made for them."""
-    why = netns_available()
-    if why:
-        pytest.skip(why)
+    require(netns_available())
     return kf.capture_fresh()
 
 

@@ -21,15 +21,29 @@ IFF_NO_PI = 0x1000
 IFNAMSIZ = 16
 
 
+def check_ifname(name: str) -> str:
+    """``name`` if the kernel accepts it as a fixed interface name, else ValueError.
+
+    The kernel's rule (dev_valid_name() in net/core/dev.c): 1 to IFNAMSIZ-1
+    bytes, not "." or "..", no '/', ':' or whitespace.  We also refuse '%',
+    which the kernel would treat as a template ("tap%d" becomes "tap0"),
+    leaving us holding a name that matches no device.
+    """
+    raw = name.encode()
+    if (not raw or len(raw) >= IFNAMSIZ or name in (".", "..")
+            or any(c in "/:%" or c.isspace() for c in name)):
+        raise ValueError(f"invalid interface name {name!r} (1 to {IFNAMSIZ - 1} bytes, "
+                         "not '.' or '..', no '/', ':', '%' or whitespace)")
+    return name
+
+
 def open_tap(name: str) -> int:
     """Open (creating if needed) TAP device ``name`` and return its non-blocking fd.
 
     Raises PermissionError without CAP_NET_ADMIN, FileNotFoundError without
     /dev/net/tun, ValueError for a name the kernel cannot hold.
     """
-    raw = name.encode()
-    if not raw or len(raw) >= IFNAMSIZ or b"/" in raw or b" " in raw:
-        raise ValueError(f"invalid interface name {name!r} (1 to {IFNAMSIZ - 1} bytes, no '/' or space)")
+    raw = check_ifname(name).encode()
     fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
         fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", raw, IFF_TAP | IFF_NO_PI))

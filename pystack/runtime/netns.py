@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import logging
 import os
 import secrets
 import threading
@@ -21,6 +22,7 @@ from collections.abc import Iterator
 
 from pyroute2 import IPRoute, netns
 
+log = logging.getLogger("pystack.runtime")
 _live: set[str] = set()
 _live_lock = threading.Lock()
 
@@ -52,8 +54,12 @@ class NetNamespace:
         self._created = False
         with _live_lock:
             _live.discard(self.name)
-        with contextlib.suppress(OSError, FileNotFoundError):
+        try:
             netns.remove(self.name)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            log.warning("could not remove network namespace %s: %s", self.name, exc)
 
     @contextlib.contextmanager
     def entered(self) -> Iterator[None]:

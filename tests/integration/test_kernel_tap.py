@@ -30,6 +30,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import netns_available, require
+
 pytestmark = pytest.mark.netns
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,14 +45,10 @@ CLONE_NEWNET = 0x40000000
 
 
 def _need(*tools: str) -> None:
-    if os.geteuid() != 0:
-        pytest.skip("needs root")
-    if not os.path.exists("/dev/net/tun"):
-        pytest.skip("needs /dev/net/tun")
+    require(netns_available())
     missing = [t for t in tools if not any(os.access(os.path.join(d, t), os.X_OK)
                                            for d in os.environ.get("PATH", "").split(":"))]
-    if missing:
-        pytest.skip(f"needs {', '.join(missing)} (ci/common.sh installs them)")
+    require(missing and f"needs {', '.join(missing)} (ci/common.sh installs them)")
 
 
 def _unique(prefix: str) -> str:

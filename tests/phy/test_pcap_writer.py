@@ -10,6 +10,8 @@ from decimal import Decimal
 
 import pytest
 
+from conftest import require
+
 from pystack.phy.pcap_writer import PcapFile, PcapWriter
 from pystack.phy.pipe import Pipe
 
@@ -120,8 +122,8 @@ def test_bad_arguments(tmp_path):
         pcap.write(b"x" * 60, 0)
 
 
-@pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark is not installed")
 def test_tshark_reads_the_file(tmp_path):
+    require(shutil.which("tshark") is None and "tshark is not installed (ci/common.sh installs it)")
     path = tmp_path / "t.pcap"
     sent = frames(4)
     with PcapFile(path, time_origin=EPOCH_2024) as pcap:

@@ -187,3 +187,17 @@ def test_composed_stack_end_to_end(netns, caplog):
     # The first two records are the transmitted copies, stamped at release time 1000.
     sec, usec, incl, orig = struct.unpack_from("<IIII", data, 24)
     assert (sec, usec) == (1_000_000_000, 1000) and incl == orig == 42 + len(b"twice")
+
+
+@pytest.mark.parametrize("name", ["", ".", "..", "a/b", "a:b", "a b", "a\tb", "tap%d", "x" * 16])
+def test_open_tap_refuses_names_the_kernel_would(name):
+    from pystack.phy.tap import open_tap
+
+    with pytest.raises(ValueError, match="invalid interface name"):
+        open_tap(name)  # refused before /dev/net/tun is opened: no device is created
+
+
+def test_longest_valid_name_is_accepted():
+    from pystack.phy.tap import check_ifname
+
+    assert check_ifname("x" * 15) == "x" * 15

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import require
+
 from pystack import cli
 from pystack.iface.interface import Interface, InterfaceConfig
 from pystack.phy.pipe import Pipe
@@ -106,8 +108,7 @@ def test_default_host_ip_in_a_namespace_of_our_own():
 # -- missing privileges: run as nobody -------------------------------------------------------
 
 def _as_nobody(*argv: str) -> subprocess.CompletedProcess:
-    if os.geteuid() != 0 or shutil.which("setpriv") is None:
-        pytest.skip("needs root and setpriv to drop to nobody")
+    require((os.geteuid() != 0 or shutil.which("setpriv") is None) and "needs root and setpriv to drop to nobody")
     cmd = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--inh-caps=-all",
            sys.executable, "-m", "pystack", *argv]
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=RUN_S,
