@@ -8,8 +8,11 @@ out-of-order ranges are a small sorted C array of :c:type:`Range`.
 from a frame buffer without building a Python object.
 """
 
+from operator import index as _index
+
 from cpython.bytearray cimport PyByteArray_AS_STRING
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_CheckExact
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memmove
@@ -22,10 +25,18 @@ MAX_CAPACITY = 1 << 30
 cdef uint64_t _SEQ_MASK = 0xFFFFFFFF
 
 
-cdef int _check_int(str name, object value) except -1:
-    if not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
-    return 0
+cdef object _as_int(str name, object value):
+    # Any integer (int, bool, numpy integer) as an exact int, else TypeError;
+    # as the pure twin.  The per-segment methods test PyLong_CheckExact
+    # themselves and, for anything else, call themselves again with
+    # _as_int's result: an exact int then costs one type comparison and the
+    # argument is never reassigned (which costs reference counting).
+    if PyLong_CheckExact(value):
+        return value
+    try:
+        return _index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}") from None
 
 
 cdef inline int64_t _min64(int64_t a, int64_t b) noexcept:
@@ -52,9 +63,9 @@ cdef class Assembler:
     #   _ring points into _buf, which is never resized.
 
     def __cinit__(self, capacity, rcv_nxt=0, max_ranges=32):
-        _check_int("capacity", capacity)
-        _check_int("rcv_nxt", rcv_nxt)
-        _check_int("max_ranges", max_ranges)
+        capacity = _as_int("capacity", capacity)
+        rcv_nxt = _as_int("rcv_nxt", rcv_nxt)
+        max_ranges = _as_int("max_ranges", max_ranges)
         if not 0 < capacity <= MAX_CAPACITY:
             raise ValueError(f"capacity must be in 1..{MAX_CAPACITY}, got {capacity}")
         if not 0 <= rcv_nxt <= 0xFFFFFFFF:
@@ -128,9 +139,15 @@ cdef class Assembler:
         Returns how far RCV.NXT advanced.
         """
         cdef const unsigned char[::1] view
-        _check_int("seq", seq)
-        if not 0 <= seq <= 0xFFFFFFFF:
+        cdef int overflow = 0
+        cdef long long s
+        if not PyLong_CheckExact(seq):
+            return self.insert(_as_int("seq", seq), data)
+        s = PyLong_AsLongLongAndOverflow(seq, &overflow)
+        if overflow or s < 0 or <uint64_t>s > _SEQ_MASK:
             raise ValueError(f"seq must be in 0..2**32-1, got {seq}")
+        if data is None:  # a typed memoryview would take None as empty data
+            raise TypeError("data must be a bytes-like object, not None")
         try:
             view = data  # bytes, bytearray, a 'B' memoryview: no extra object
         except (ValueError, BufferError):
@@ -139,8 +156,8 @@ cdef class Assembler:
             view = memoryview(data).cast("B")
         cdef int64_t n = view.shape[0]
         if n == 0:
-            return self.insert_ptr(<uint32_t>seq, NULL, 0)
-        return self.insert_ptr(<uint32_t>seq, &view[0], n)
+            return self.insert_ptr(<uint32_t>s, NULL, 0)
+        return self.insert_ptr(<uint32_t>s, &view[0], n)
 
     cdef int64_t insert_ptr(self, uint32_t seq, const unsigned char* data, int64_t n) noexcept:
         """Insert ``n`` bytes at ``data`` with sequence number ``seq``; see ``insert``."""
@@ -243,7 +260,7 @@ cdef class Assembler:
         """
         cdef Py_ssize_t want, k, got, best
         cdef uint64_t below = <uint64_t>-1
-        _check_int("max_blocks", max_blocks)
+        max_blocks = _as_int("max_blocks", max_blocks)
         if max_blocks < 0:
             raise ValueError(f"max_blocks must be >= 0, got {max_blocks}")
         want = min(max_blocks, self._count)
@@ -274,7 +291,8 @@ cdef class Assembler:
 
     def consume(self, n):
         """Drop ``n`` readable bytes (the application has taken them)."""
-        _check_int("n", n)
+        if not PyLong_CheckExact(n):
+            return self.consume(_as_int("n", n))
         if not 0 <= n <= self._nxt - self._read:
             raise ValueError(f"cannot consume {n} bytes: {self._nxt - self._read} readable")
         self._read += <int64_t>n
@@ -283,7 +301,8 @@ cdef class Assembler:
         """Copy out and consume up to ``n`` readable bytes (all when ``n < 0``)."""
         cdef int64_t avail = self._nxt - self._read
         cdef int64_t count
-        _check_int("n", n)
+        if not PyLong_CheckExact(n):
+            return self.read(_as_int("n", n))
         count = avail if (n < 0 or n > avail) else <int64_t>n
         out = PyBytes_FromStringAndSize(NULL, count)
         self._copy_out(<unsigned char*>PyBytes_AS_STRING(out), count)

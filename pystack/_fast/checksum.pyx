@@ -28,9 +28,11 @@ which costs more than summing a 1500-byte packet.  Exact ``bytes`` and
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_CheckExact, PyByteArray_GET_SIZE
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_GET_SIZE
-from cpython.long cimport PyLong_AsUnsignedLongLongMask
+from cpython.long cimport PyLong_AsUnsignedLongLongMask, PyLong_CheckExact
 from libc.stdint cimport uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy
+
+from operator import index as _index
 
 cdef extern from *:
     """
@@ -228,6 +230,11 @@ def ones_sum(data, initial=0):
     in 1..0xFFFF.  ``data`` is any C-contiguous bytes-like object.
     """
     cdef uint64_t init
+    if not PyLong_CheckExact(initial):
+        # A bool, a numpy integer...: as the int it is.  A float is a
+        # TypeError, as in the pure twin; the C conversion would truncate it.
+        # Exact ints, every ordinary call, cost one type comparison.
+        return ones_sum(data, _index(initial))
     try:
         init = initial
     except OverflowError:
@@ -241,6 +248,8 @@ def checksum(data, initial=0):
     Over a header whose checksum field is filled in correctly this is 0.
     """
     cdef uint64_t init
+    if not PyLong_CheckExact(initial):
+        return checksum(data, _index(initial))  # as in ones_sum
     try:
         init = initial
     except OverflowError:
@@ -255,6 +264,9 @@ def pseudo_header_sum(src, dst, proto, length):
     protocol number, ``length`` the TCP or UDP length (header plus data).
     """
     cdef uint64_t s, d, p, n
+    if not (PyLong_CheckExact(src) and PyLong_CheckExact(dst) and PyLong_CheckExact(proto)
+            and PyLong_CheckExact(length)):
+        return pseudo_header_sum(_index(src), _index(dst), _index(proto), _index(length))  # as in ones_sum
     try:
         s = src
         d = dst

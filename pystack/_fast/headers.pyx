@@ -1,8 +1,12 @@
 """One-call frame parse and segment emit, Cython twin of ``pystack.wire._headers_py``.
 
-Same API, results, errors and error messages as the pure twin, whose module
-docstring has the wire layout and the rules for absent fields.  What differs
-is only how:
+Same API and results as the pure twin, whose module docstring has the wire
+layout and the rules for absent fields; the same exception types, the same
+MalformedPacket reasons and details, and the same ValueError messages (the
+tests compare them).  TypeError messages may differ in wording (here they
+come from the buffer protocol, there from ``memoryview``), and a
+:class:`Frame`'s attributes are read-only here.  Otherwise what differs is
+only how:
 
 * the frame comes in through the buffer protocol (``PyBUF_SIMPLE``; an exact
   ``bytes`` is read in place), not a typed memoryview, whose per-call Cython

@@ -12,14 +12,17 @@ resumes (PEP 475, as ``os.read`` does): a handler that raises -- Ctrl-C --
 ends the call, even on an fd that was wrongly left blocking.
 """
 
+from operator import index as _index
 from os import strerror
 
 from pystack._numpy import numpy as _numpy
 
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_CheckBuffer, PyObject_GetBuffer
 from cpython.exc cimport PyErr_CheckSignals
+from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_CheckExact
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.errno cimport EINTR, ENOBUFS, errno
+from libc.limits cimport INT_MAX, INT_MIN
 from libc.stdint cimport int32_t
 from posix.unistd cimport read, write
 
@@ -41,6 +44,24 @@ cdef int _raise_errno(int err) except -1:
     raise OSError(err, strerror(err))
 
 
+cdef inline object _as_int(object value):
+    # Any integer (int, bool, numpy integer) as an exact int; TypeError for
+    # anything else (a float is refused, never truncated).  Exact ints, every
+    # ordinary call, skip the __index__ lookup.
+    return value if PyLong_CheckExact(value) else _index(value)
+
+
+cdef int _fd(object fd) except? -1:
+    # The fd as a C int, checked as the pure twin checks it.
+    cdef int overflow = 0
+    cdef long long v
+    fd = _as_int(fd)
+    v = PyLong_AsLongLongAndOverflow(fd, &overflow)
+    if overflow or v < INT_MIN or v > INT_MAX:
+        raise OverflowError(f"fd {fd} does not fit in a C int")
+    return <int>v
+
+
 cdef class FrameBatch:
     """Up to ``max_frames`` frames read from one fd into one preallocated buffer."""
 
@@ -59,30 +80,51 @@ cdef class FrameBatch:
     cdef unsigned char[::1] _buf_mv
     cdef int32_t[::1] _lens_mv
 
-    def __init__(self, Py_ssize_t max_frames=64, Py_ssize_t frame_size=2048):
+    def __init__(self, max_frames=64, frame_size=2048):
+        cdef unsigned char[::1] buf_mv
+        cdef int32_t[::1] lens_mv
+        # read() runs its loop without the GIL through raw pointers into the
+        # buffers, so they must never change under it: a batch is set up
+        # once (see the pure twin).
+        if self._base != NULL:
+            raise RuntimeError("FrameBatch.__init__ may run only once; make a new FrameBatch")
+        # Sizes are checked as Python ints, so 2**70 is a ValueError, not an OverflowError.
+        max_frames = _as_int(max_frames)
+        frame_size = _as_int(frame_size)
         if max_frames < 1:
             raise ValueError(f"max_frames must be at least 1, not {max_frames}")
         if frame_size < 1 or frame_size > 0x7FFFFFFF:
             raise ValueError(f"frame_size must be in 1..{0x7FFFFFFF}, not {frame_size}")
         if max_frames > PY_SSIZE_T_MAX // frame_size:
             raise ValueError(f"max_frames * frame_size ({max_frames} * {frame_size}) is too large")
-        self.max_frames = max_frames
-        self.frame_size = frame_size
+        # Allocate everything into locals first: if anything fails (MemoryError)
+        # the batch keeps its empty state -- max_frames 0, no buffer -- in which
+        # read() reads nothing, never sizes that disagree with the buffers.
+        np = _numpy()  # imported on first use: importing pystack starts no thread
+        buffer = np.zeros(max_frames * frame_size, dtype=np.uint8)
+        offsets = np.arange(max_frames, dtype=np.int64) * frame_size
+        lengths = np.zeros(max_frames, dtype=np.int32)
+        view = memoryview(buffer)
+        buf_mv = buffer
+        lens_mv = lengths
+        # Nothing below can fail.
+        self.buffer = buffer
+        self.offsets = offsets
+        self.lengths = lengths
+        self._view = view
+        self._buf_mv = buf_mv
+        self._lens_mv = lens_mv
+        self._base = &buf_mv[0]
+        self._lens = &lens_mv[0]
         self.count = 0
         self.truncated = 0
         self._pending_errno = 0
-        np = _numpy()  # imported on first use: importing pystack starts no thread
-        self.buffer = np.zeros(max_frames * frame_size, dtype=np.uint8)
-        self.offsets = np.arange(max_frames, dtype=np.int64) * frame_size
-        self.lengths = np.zeros(max_frames, dtype=np.int32)
-        self._view = memoryview(self.buffer)
-        self._buf_mv = self.buffer
-        self._lens_mv = self.lengths
-        self._base = &self._buf_mv[0]
-        self._lens = &self._lens_mv[0]
+        self.frame_size = frame_size
+        self.max_frames = max_frames
 
-    def read(self, int fd):
+    def read(self, fd):
         """Read every waiting frame, up to ``max_frames``; return how many (see the pure twin)."""
+        cdef int cfd = _fd(fd)
         cdef Py_ssize_t n = 0, got
         cdef Py_ssize_t fsize = self.frame_size, limit = self.max_frames
         cdef Py_ssize_t trunc = 0
@@ -99,7 +141,7 @@ cdef class FrameBatch:
             interrupted = False
             with nogil:
                 while n < limit:
-                    got = read(fd, base + n * fsize, <size_t>fsize)
+                    got = read(cfd, base + n * fsize, <size_t>fsize)
                     if got > 0:
                         if got >= fsize:
                             got = fsize
@@ -126,13 +168,16 @@ cdef class FrameBatch:
             self._pending_errno = err
         return n
 
-    def frame(self, Py_ssize_t i):
+    def frame(self, i):
         """Zero-copy view of frame ``i`` (0 <= i < count), valid until the next read."""
-        cdef Py_ssize_t start
-        if i < 0 or i >= self.count:
+        cdef Py_ssize_t k, start
+        cdef int overflow = 0
+        i = _as_int(i)
+        k = <Py_ssize_t>PyLong_AsLongLongAndOverflow(i, &overflow)
+        if overflow or k < 0 or k >= self.count:
             raise IndexError(f"frame {i} out of range: the last read held {self.count}")
-        start = i * self.frame_size
-        return self._view[start:start + self._lens[i]]
+        start = k * self.frame_size
+        return self._view[start:start + self._lens[k]]
 
     def frames(self):
         """Views of every frame the last read held, in arrival order."""
@@ -148,8 +193,9 @@ cdef class FrameBatch:
                 f"count={self.count}, truncated={self.truncated})")
 
 
-def write_batch(int fd, frames):
+def write_batch(fd, frames):
     """Write each frame with one write(2), stopping at a full queue (see the pure twin)."""
+    cdef int cfd = _fd(fd)
     cdef Py_ssize_t total
     cdef Py_ssize_t acquired = 0, n = 0, got
     cdef int err = 0
@@ -179,7 +225,7 @@ def write_batch(int fd, frames):
             interrupted = False
             with nogil:
                 while n < total:
-                    got = write(fd, views[n].buf, <size_t>views[n].len)
+                    got = write(cfd, views[n].buf, <size_t>views[n].len)
                     if got >= 0:
                         n += 1
                         continue

@@ -36,6 +36,17 @@ Rules both twins keep:
   ``read`` returns them and the *next* call raises the error before reading,
   so neither the frames nor a one-shot error (a socket's pending error) is
   lost.
+* **Arguments**: ``fd``, ``max_frames``, ``frame_size`` and ``i`` take any
+  integer (``int``, ``bool``, numpy integers: whatever ``operator.index``
+  takes) and raise TypeError for anything else -- a float is never
+  truncated.  Sizes out of range raise ValueError, an index out of range
+  IndexError, an fd that does not fit a C int OverflowError.
+* **Set up once**: ``__init__`` allocates every buffer before it changes the
+  batch, so a failed one (MemoryError) leaves the empty batch a bare
+  ``FrameBatch.__new__`` gives (``max_frames`` 0; ``read`` reads nothing).
+  Calling it on a batch that was set up raises RuntimeError: the Cython
+  twin's read loop runs without the GIL on pointers into the buffers, which
+  must not be swapped under it.
 """
 
 from __future__ import annotations
@@ -48,6 +59,16 @@ import sys
 from pystack._numpy import numpy as _numpy
 
 _INT32_MAX = 0x7FFFFFFF
+_C_INT_MIN = -(1 << 31)
+_C_INT_MAX = (1 << 31) - 1
+
+
+def _fd(fd) -> int:
+    """``fd`` as an int that fits a C int, checked before any I/O, as the Cython twin does."""
+    fd = operator.index(fd)
+    if not _C_INT_MIN <= fd <= _C_INT_MAX:
+        raise OverflowError(f"fd {fd} does not fit in a C int")
+    return fd
 
 
 class FrameBatch:
@@ -56,7 +77,19 @@ class FrameBatch:
     __slots__ = ("_max_frames", "_frame_size", "_count", "_truncated", "_buffer", "_offsets",
                  "_lengths", "_lens_mv", "_view", "_iovs", "_pending_errno")
 
+    def __new__(cls, *args, **kwargs):
+        # The empty state, as the Cython twin's zeroed object starts: what a
+        # batch keeps when __init__ fails.  read() then reads nothing.
+        self = super().__new__(cls)
+        self._max_frames = self._frame_size = self._count = self._truncated = 0
+        self._pending_errno = 0
+        self._buffer = self._offsets = self._lengths = self._lens_mv = self._view = None
+        self._iovs = []
+        return self
+
     def __init__(self, max_frames: int = 64, frame_size: int = 2048) -> None:
+        if self._buffer is not None:
+            raise RuntimeError("FrameBatch.__init__ may run only once; make a new FrameBatch")
         max_frames = operator.index(max_frames)
         frame_size = operator.index(frame_size)
         if max_frames < 1:
@@ -65,20 +98,29 @@ class FrameBatch:
             raise ValueError(f"frame_size must be in 1..{_INT32_MAX}, not {frame_size}")
         if max_frames > sys.maxsize // frame_size:
             raise ValueError(f"max_frames * frame_size ({max_frames} * {frame_size}) is too large")
-        self._max_frames = max_frames
-        self._frame_size = frame_size
+        # Allocate into locals first, so a MemoryError leaves the batch empty
+        # rather than with sizes that disagree with its buffers.
+        np = _numpy()  # imported on first use: importing pystack starts no thread
+        buffer = np.zeros(max_frames * frame_size, dtype=np.uint8)
+        offsets = np.arange(max_frames, dtype=np.int64) * frame_size
+        lengths = np.zeros(max_frames, dtype=np.int32)
+        lens_mv = memoryview(lengths)  # format "i": item stores skip numpy's boxing
+        view = memoryview(buffer)
+        # One single-slot iovec list per slot, made once: readv then fills a
+        # slot in place and a read allocates nothing but its result int.
+        iovs = [[view[i * frame_size:(i + 1) * frame_size]] for i in range(max_frames)]
+        # Nothing below can fail.
+        self._buffer = buffer
+        self._offsets = offsets
+        self._lengths = lengths
+        self._lens_mv = lens_mv
+        self._view = view
+        self._iovs = iovs
         self._count = 0
         self._truncated = 0
         self._pending_errno = 0
-        np = _numpy()  # imported on first use: importing pystack starts no thread
-        self._buffer = np.zeros(max_frames * frame_size, dtype=np.uint8)
-        self._offsets = np.arange(max_frames, dtype=np.int64) * frame_size
-        self._lengths = np.zeros(max_frames, dtype=np.int32)
-        self._lens_mv = memoryview(self._lengths)  # format "i": item stores skip numpy's boxing
-        self._view = memoryview(self._buffer)
-        # One single-slot iovec list per slot, made once: readv then fills a
-        # slot in place and a read allocates nothing but its result int.
-        self._iovs = [[self._view[i * frame_size:(i + 1) * frame_size]] for i in range(max_frames)]
+        self._frame_size = frame_size
+        self._max_frames = max_frames
 
     max_frames = property(lambda self: self._max_frames, doc="Slots in the buffer.")
     frame_size = property(lambda self: self._frame_size, doc="Bytes per slot.")
@@ -96,6 +138,7 @@ class FrameBatch:
         ``count``.  The module docstring gives the rules for the end of a
         batch, truncation, errors and draining.
         """
+        fd = _fd(fd)
         self._count = 0
         if self._pending_errno:
             err, self._pending_errno = self._pending_errno, 0
@@ -160,6 +203,7 @@ def write_batch(fd: int, frames) -> int:
     not bytes-like raises TypeError, one that is not C-contiguous BufferError,
     before anything is written.
     """
+    fd = _fd(fd)
     views = []
     for frame in frames:
         try:

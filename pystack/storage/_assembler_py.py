@@ -26,6 +26,8 @@ simply overwritten.  ``peek`` returns a read-only memoryview into the ring;
 
 from __future__ import annotations
 
+from operator import index as _index
+
 _SEQ_MOD = 1 << 32
 _SEQ_MASK = _SEQ_MOD - 1
 _HALF = 1 << 31
@@ -36,9 +38,14 @@ _HALF = 1 << 31
 MAX_CAPACITY = 1 << 30
 
 
-def _check_int(name: str, value) -> None:
-    if not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+def _as_int(name: str, value) -> int:
+    """Any integer (int, bool, numpy integer) as an exact int, else TypeError; as the Cython twin."""
+    if type(value) is int:
+        return value
+    try:
+        return _index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}") from None
 
 
 class Assembler:
@@ -46,7 +53,9 @@ class Assembler:
 
     See the module docstring; :attr:`dsack`, :meth:`sack_blocks` give what an
     ACK should carry.  ``peek`` views are read-only and are invalidated by
-    the next ``insert``, ``consume``, ``read`` or ``read_into``.
+    the next ``insert``, ``consume``, ``read`` or ``read_into``.  Integer
+    arguments take any integer (``int``, ``bool``, numpy integers), kept as
+    an ``int``; anything else raises TypeError.
     """
 
     __slots__ = (
@@ -55,9 +64,9 @@ class Assembler:
     )
 
     def __init__(self, capacity: int, rcv_nxt: int = 0, max_ranges: int = 32) -> None:
-        _check_int("capacity", capacity)
-        _check_int("rcv_nxt", rcv_nxt)
-        _check_int("max_ranges", max_ranges)
+        capacity = _as_int("capacity", capacity)
+        rcv_nxt = _as_int("rcv_nxt", rcv_nxt)
+        max_ranges = _as_int("max_ranges", max_ranges)
         if not 0 < capacity <= MAX_CAPACITY:
             raise ValueError(f"capacity must be in 1..{MAX_CAPACITY}, got {capacity}")
         if not 0 <= rcv_nxt <= _SEQ_MASK:
@@ -141,7 +150,7 @@ class Assembler:
         block of ``data`` that had been received already (RFC 2883 §4).
         Returns how far RCV.NXT advanced.
         """
-        _check_int("seq", seq)
+        seq = _as_int("seq", seq)
         if not 0 <= seq <= _SEQ_MASK:
             raise ValueError(f"seq must be in 0..2**32-1, got {seq}")
         mv = memoryview(data).cast("B")
@@ -227,7 +236,7 @@ class Assembler:
         first, then the others most recently changed first; at most
         ``max_blocks``.
         """
-        _check_int("max_blocks", max_blocks)
+        max_blocks = _as_int("max_blocks", max_blocks)
         if max_blocks < 0:
             raise ValueError(f"max_blocks must be >= 0, got {max_blocks}")
         isn = self._isn
@@ -249,14 +258,14 @@ class Assembler:
 
     def consume(self, n: int) -> None:
         """Drop ``n`` readable bytes (the application has taken them)."""
-        _check_int("n", n)
+        n = _as_int("n", n)
         if not 0 <= n <= self._nxt - self._read:
             raise ValueError(f"cannot consume {n} bytes: {self._nxt - self._read} readable")
         self._read += n
 
     def read(self, n: int = -1) -> bytes:
         """Copy out and consume up to ``n`` readable bytes (all when ``n < 0``)."""
-        _check_int("n", n)
+        n = _as_int("n", n)
         avail = self._nxt - self._read
         if n < 0 or n > avail:
             n = avail

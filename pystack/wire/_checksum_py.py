@@ -11,10 +11,14 @@ that one's complement arithmetic writes a non-zero multiple of 0xFFFF as
 0xFFFF ("negative zero") and zero only when every word is zero.
 
 All functions take any contiguous bytes-like object (bytes, bytearray,
-memoryview, numpy array) at any alignment and length.
+memoryview, numpy array) at any alignment and length.  Integer arguments
+take any integer (``int``, ``bool``, numpy integers: what ``operator.index``
+takes) and raise TypeError for anything else; a float is never truncated.
 """
 
 from __future__ import annotations
+
+from operator import index as _index
 
 _from_bytes = int.from_bytes
 
@@ -27,6 +31,8 @@ def ones_sum(data, initial: int = 0) -> int:
     sum; chaining sums of several buffers is exact when every buffer but the
     last has even length.
     """
+    if type(initial) is not int:
+        initial = _index(initial)
     mv = memoryview(data).cast("B")
     n = len(mv)
     total = _from_bytes(mv, "big")
@@ -52,6 +58,8 @@ def pseudo_header_sum(src: int, dst: int, proto: int, length: int) -> int:
     ``src`` and ``dst`` are IPv4 addresses as integers, ``proto`` the IP
     protocol number, ``length`` the TCP or UDP length (header plus data).
     """
+    if not type(src) is type(dst) is type(proto) is type(length) is int:
+        src, dst, proto, length = _index(src), _index(dst), _index(proto), _index(length)
     total = (src >> 16) + (src & 0xFFFF) + (dst >> 16) + (dst & 0xFFFF) + proto + length
     if total == 0:
         return 0
@@ -64,6 +72,8 @@ def update16(check: int, old: int, new: int) -> int:
     RFC 1624 §3, eqn. 3: HC' = ~(~HC + ~m + m'), which, unlike eqn. 2 of
     RFC 1141, never yields 0x0000 from a checksum that should be 0xFFFF.
     """
+    if not type(check) is type(old) is type(new) is int:
+        check, old, new = _index(check), _index(old), _index(new)
     total = (~check & 0xFFFF) + (~old & 0xFFFF) + (new & 0xFFFF)
     total = (total & 0xFFFF) + (total >> 16)
     total = (total & 0xFFFF) + (total >> 16)
@@ -72,5 +82,7 @@ def update16(check: int, old: int, new: int) -> int:
 
 def update32(check: int, old: int, new: int) -> int:
     """Checksum after an aligned 32-bit field (an IPv4 address) changed (RFC 1624)."""
+    if not type(old) is type(new) is int:
+        old, new = _index(old), _index(new)
     check = update16(check, old >> 16, new >> 16)
     return update16(check, old & 0xFFFF, new & 0xFFFF)

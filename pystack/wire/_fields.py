@@ -5,29 +5,46 @@ tcp) uses these so that they agree on what "caller misuse" means: a bad
 ``offset``/``length`` or an out-of-range field value raises ValueError, a
 value of the wrong type TypeError.  Peer garbage is never detected here; it
 is the parsers' business (:func:`pystack.errors.malformed`).
+
+Integers.  A *position* (``offset``, ``length``) is anything
+``operator.index`` takes -- ``int``, ``bool``, numpy integers such as the
+``FrameBatch.offsets``/``lengths`` items -- used as that int, as the fast
+path (``pystack.wire.headers``) and every fast-path module take it; anything
+else (a float, a str, None) raises TypeError.  A *field value* stored in a
+wire value must be a Python ``int`` (``bool`` is one): a numpy integer is
+refused with a TypeError naming its type, since the value would keep it and
+carry numpy's fixed-width arithmetic into sequence-number math, and
+converting every field would cost the per-segment constructors more than the
+check itself (convert with ``int()``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+from operator import index as _index
 
 
 def window(buf, offset: int, length: int | None) -> memoryview:
     """``buf[offset:offset+length]`` as a byte memoryview, without copying.
 
     ``length=None`` means to the end of ``buf``.  An offset or length that
-    does not fit inside ``buf`` is the caller's mistake (ValueError).
+    does not fit inside ``buf`` is the caller's mistake (ValueError); one
+    that is not an integer too (TypeError).
     """
     mv = memoryview(buf)
     if mv.ndim != 1 or mv.format != "B":
         mv = mv.cast("B")
     size = len(mv)
-    if not isinstance(offset, int) or not 0 <= offset <= size:
-        raise ValueError(f"offset {offset!r} is outside the {size}-byte buffer")
+    if type(offset) is not int:  # inline: a call would cost more than the rest of the check
+        offset = _index(offset)
+    if not 0 <= offset <= size:
+        raise ValueError(f"offset {offset} is outside the {size}-byte buffer")
     if length is None:
         return mv[offset:]
-    if not isinstance(length, int) or length < 0 or offset + length > size:
-        raise ValueError(f"length {length!r} at offset {offset} runs past the {size}-byte buffer")
+    if type(length) is not int:
+        length = _index(length)
+    if length < 0 or offset + length > size:
+        raise ValueError(f"length {length} at offset {offset} runs past the {size}-byte buffer")
     return mv[offset:offset + length]
 
 
@@ -38,13 +55,15 @@ def out_window(buf, offset: int, needed: int) -> memoryview:
         raise TypeError("emit needs a writable buffer (bytearray, memoryview, numpy array)")
     if mv.ndim != 1 or mv.format != "B":
         mv = mv.cast("B")
-    if not isinstance(offset, int) or offset < 0 or offset + needed > len(mv):
-        raise ValueError(f"{needed} bytes at offset {offset!r} do not fit in a {len(mv)}-byte buffer")
+    if type(offset) is not int:
+        offset = _index(offset)
+    if offset < 0 or offset + needed > len(mv):
+        raise ValueError(f"{needed} bytes at offset {offset} do not fit in a {len(mv)}-byte buffer")
     return mv[offset:offset + needed]
 
 
 def check_uint(name: str, value, bits: int) -> None:
-    """Raise unless ``value`` is an int in ``[0, 2**bits)``."""
+    """Raise unless ``value`` is an int in ``[0, 2**bits)`` (a field value: see the module docstring)."""
     if not isinstance(value, int):
         raise TypeError(f"{name} must be an int, not {type(value).__name__}")
     if not 0 <= value < (1 << bits):

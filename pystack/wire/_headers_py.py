@@ -7,7 +7,10 @@ first; :func:`emit_tcp` and :func:`emit_udp` write an outgoing segment's
 headers, with both checksums, into a buffer the caller sized.  The
 per-protocol modules (``ethernet``, ``ipv4``, ``tcp``, ``udp``) are the
 readable reference; this is the fast lane, and ``pystack._fast.headers`` has
-the same API, the same results, the same errors and the same messages.
+the same API and results, the same exception types, MalformedPacket reasons
+and details and ValueError messages (TypeError wording may differ).  Integer
+arguments take anything ``operator.index`` takes (``int``, ``bool``, numpy
+integers) and raise TypeError for anything else, in both.
 
 Wire layout (offsets from the start of the frame; RFC 894, RFC 791 §3.1,
 RFC 9293 §3.1, RFC 768)::

@@ -2,8 +2,8 @@
 
 Facade: re-exports the Cython implementation when the fast path is active
 (:mod:`pystack._accel`), else the pure twin :mod:`pystack.wire._headers_py`.
-Both have the same API, results, errors and messages; see the pure twin for
-the definitions.
+Both have the same API, results and exception types (see the pure twin for
+the definitions and for what exactly they share).
 """
 
 from pystack import _accel

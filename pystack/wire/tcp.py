@@ -253,17 +253,27 @@ def parse_options(buf) -> tuple:
     list and the rest of the area is padding, not listed; NOP (kind 1) is a
     single octet; every other kind has a length octet counting kind and
     length.  A missing length octet, a length below 2, a length running
-    past the area, or a known kind with the wrong length raises
-    ``tcp.bad_option_length`` (MUST-7).  Unknown kinds are kept as
-    :class:`UnknownOption` (MUST-6).
+    past the area or past the 40 octets any option area has, or a known
+    kind with the wrong length raises ``tcp.bad_option_length`` (MUST-7).
+    Unknown kinds are kept as :class:`UnknownOption` (MUST-6).  Any bytes
+    given either parse or raise ``tcp.bad_option_length``: an area longer
+    than 40 octets parses only when everything past octet 40 is padding
+    after an EOL.
     """
     area = window(buf, 0, None)
     out = []
     i, n = 0, len(area)
+    # Data Offset is 4 bits (RFC 9293 §3.1): no option reaches past octet 40.
+    # This also bounds a SACK to 4 blocks and UnknownOption data to 38
+    # octets, as the option classes require.
+    limit = n if n < MAX_OPTIONS_LEN else MAX_OPTIONS_LEN
     while i < n:
         kind = area[i]
         if kind == KIND_EOL:
             break
+        if i >= limit:
+            raise _bad_length(f"option kind {kind} at offset {i} lies past the "
+                              f"{MAX_OPTIONS_LEN}-octet limit of an option area")
         if kind == KIND_NOP:
             out.append(_NOP)
             i += 1
@@ -273,6 +283,9 @@ def parse_options(buf) -> tuple:
         olen = area[i + 1]
         if olen < 2 or i + olen > n:
             raise _bad_length(f"option kind {kind} at offset {i} has length {olen} in a {n}-byte area")
+        if i + olen > limit:
+            raise _bad_length(f"option kind {kind} at offset {i} has length {olen}, running past the "
+                              f"{MAX_OPTIONS_LEN}-octet limit of an option area")
         expected = _FIXED_LEN.get(kind)
         if expected is not None and olen != expected:
             raise _bad_length(f"option kind {kind} at offset {i} has length {olen}, not {expected}")

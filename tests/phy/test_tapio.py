@@ -67,10 +67,73 @@ def test_attributes_are_read_only(tapio_impl):
 
 
 @pytest.mark.parametrize("max_frames, frame_size",
-                         [(0, 2048), (-1, 2048), (4, 0), (4, 2 ** 31), (2 ** 40, 2 ** 30)])
+                         [(0, 2048), (-1, 2048), (4, 0), (4, 2 ** 31), (2 ** 40, 2 ** 30),
+                          (2 ** 70, 64), (4, 2 ** 70), (-(2 ** 70), 64)])
 def test_misuse_raises_value_error(tapio_impl, max_frames, frame_size):
     with pytest.raises(ValueError):
         tapio_impl.FrameBatch(max_frames, frame_size)
+
+
+@pytest.mark.parametrize("i", [-1, 1, 2 ** 70, -(2 ** 70)])
+def test_frame_out_of_range_raises_index_error(tapio_impl, pair, i):
+    r, w = pair
+    os.write(w, b"one")
+    batch = tapio_impl.FrameBatch(4, 64)
+    assert batch.read(r) == 1
+    with pytest.raises(IndexError, match="out of range"):
+        batch.frame(i)
+    assert bytes(batch.frame(np.int64(0))) == b"one"
+
+
+def test_init_runs_once(tapio_impl):
+    """A second __init__ is refused, before it allocates: the batch keeps its buffers."""
+    batch = tapio_impl.FrameBatch(2, 64)
+    buffer = batch.buffer
+    with pytest.raises(RuntimeError, match="only once"):
+        batch.__init__(4, 128)
+    assert (batch.max_frames, batch.frame_size, batch.buffer is buffer) == (2, 64, True)
+
+
+_FAILED_INIT_SCRIPT = textwrap.dedent("""
+    import importlib, socket, sys
+    impl = importlib.import_module(sys.argv[1])
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    a.setblocking(False)
+    for _ in range(2):
+        b.send(bytes(60000))
+    batch = impl.FrameBatch(1, 64)
+    try:
+        batch.__init__(2 ** 40, 2 ** 20)  # 1 EiB: refused before it tries
+    except RuntimeError:
+        pass
+    else:
+        sys.exit("a second __init__ was not refused")
+    print(batch.read(a.fileno()), batch.max_frames, batch.frame_size, len(batch.frame(0)))
+    fresh = impl.FrameBatch.__new__(impl.FrameBatch)
+    try:
+        fresh.__init__(2 ** 40, 2 ** 20)  # the first __init__, failing: MemoryError
+    except MemoryError:
+        pass
+    else:
+        sys.exit("a 1 EiB buffer was allocated")
+    print(fresh.read(a.fileno()), fresh.max_frames, len(fresh.frames()), fresh.count)
+    fresh.__init__(2, 65536)  # a failed __init__ leaves an empty batch, which may be set up
+    print(fresh.read(a.fileno()), fresh.lengths.tolist())
+""")
+
+
+def test_failed_or_repeated_init_never_leaves_sizes_bigger_than_the_buffers(tapio_impl):
+    """__init__ allocates before it changes the batch, and runs once.
+
+    Once, a failed second __init__ (MemoryError) left the new sizes with the
+    old buffers and the next read wrote 60000-byte datagrams into 64-byte
+    slots.  In a subprocess, so a regression fails this test, not the run.
+    """
+    out = subprocess.run([sys.executable, "-c", _FAILED_INIT_SCRIPT, tapio_impl.__name__],
+                         capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["1 1 64 64", "0 0 0 0", "1 [60000, 0]"]
 
 
 def test_read_empty_returns_zero(tapio_impl, pair):

@@ -219,6 +219,48 @@ def test_good_options_after_every_alignment_still_parse():
         assert parse_options(area)[align:] == (tcp.MssOption(1460), tcp.TimestampsOption(0, 0))
 
 
+# -- any option area: option values or tcp.bad_option_length, nothing else ----------
+
+@pytest.mark.parametrize("area", [
+    bytes([99, 45]) + bytes(43),  # unknown kind with 43 data octets: no option area holds them
+    bytes([5, 42]) + bytes(40),  # SACK with 5 blocks
+    bytes([30, 41]) + bytes(39),  # 41 octets, the whole (too long) area
+    b"\x01" * 40 + b"\x01",  # a NOP at octet 40
+    b"\x01" * 39 + bytes([2, 4, 5, 0xB4]),  # MSS across octet 40
+    b"\x01" * 32 + bytes([8, 10]) + bytes(8),  # timestamps across octet 40
+], ids=["unknown-43", "sack-5-blocks", "unknown-41", "nop-at-40", "mss-across-40", "ts-across-40"])
+def test_options_past_40_octets_are_bad_lengths(area):
+    exc = expect("tcp.bad_option_length", parse_options, area)
+    assert "40-octet limit" in exc.detail
+
+
+def test_options_area_longer_than_40_octets_may_end_in_padding():
+    assert parse_options(bytes([2, 4, 5, 0xB4]) + bytes(60)) == (tcp.MssOption(1460),)
+    assert parse_options(b"\x01" * 38 + bytes([4, 2]) + b"\0\xff") == (tcp.NopOption(),) * 38 + (
+        tcp.SackPermittedOption(),)
+
+
+_tlv = st.tuples(st.integers(0, 255), st.integers(0, 64), st.binary(max_size=62)).map(
+    lambda t: bytes(t[:2]) + t[2][:max(t[1] - 2, 0)])
+option_areas = st.one_of(
+    st.binary(max_size=64),
+    st.lists(st.one_of(st.just(b"\x01"), _tlv), max_size=10).map(lambda parts: b"".join(parts)[:64]),
+)
+
+
+@FUZZ_SETTINGS
+@given(option_areas)
+def test_parse_options_on_any_bytes(area):
+    """parse_options (public) returns option values or raises tcp.bad_option_length: nothing else."""
+    try:
+        options = parse_options(area)
+    except MalformedPacket as exc:
+        assert exc.reason == "tcp.bad_option_length", exc
+        return
+    # Whatever parsed fits a real option area and survives the trip through it.
+    assert parse_options(tcp.emit_options(options)) == options
+
+
 # -- truncated at every length, every layer -----------------------------------------
 
 IP_OPTIONS = b"\x01\x01\x01\x00"
