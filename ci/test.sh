@@ -15,6 +15,7 @@ fi
 
 say "running the tests"
 export PYSTACK_EXPECT_EXTENSIONS=1   # a c-implementation test fails, never skips
+export PYSTACK_FULL_SIM=${PYSTACK_FULL_SIM:-1}   # TCP simulation: every loss level x 20 seeds, 10 MiB each way
 set +e
 "$VENV/bin/python" -m pytest -p no:cacheprovider "$@"
 status=$?

@@ -5,7 +5,8 @@ Owns everything between a frame and a transport: which frames are ours
 which datagrams are ours and where ours go (IPv4 routing, fragmentation,
 reassembly through :class:`~pystack.iface.reassembly.FragmentReassembler`),
 ICMP (echo, errors sent and received), and which transport handler gets a
-datagram (:meth:`Interface.register`; UDP is built in as ``iface.udp``).
+datagram (:meth:`Interface.register`; UDP is built in as ``iface.udp``, TCP
+as ``iface.tcp``).
 It reads no clock and touches no file descriptor: time is ``now``, integer
 microseconds, passed into every call; frames come in through
 :meth:`Interface.receive` and go out as the list :meth:`Interface.poll`
@@ -55,6 +56,7 @@ from struct import Struct
 from pystack.errors import MalformedPacket
 from pystack.iface.neighbor import NeighborCache
 from pystack.iface.reassembly import FragmentReassembler
+from pystack.socket.tcp.layer import TcpConfig, TcpLayer
 from pystack.socket.udp import DEFAULT_RCVBUF, DEFAULT_SNDBUF, UdpLayer
 from pystack.stats import Stats
 from pystack.wire.arp import OP_REQUEST, ArpPacket
@@ -64,7 +66,7 @@ from pystack.wire.headers import emit_udp, parse_frame
 from pystack.wire.icmpv4 import (DEST_UNREACHABLE, ECHO_REPLY, ECHO_REQUEST, ERROR_TYPES, REDIRECT,
                                  SOURCE_QUENCH, TIME_EXCEEDED, TIME_EXCEEDED_REASSEMBLY, UNREACH_FRAG_NEEDED,
                                  UNREACH_HOST, UNREACH_PROTOCOL, IcmpPacket)
-from pystack.wire.ipv4 import MIN_HEADER_LEN, PROTO_ICMP, PROTO_UDP, IPv4Packet, ip_from_str, ip_to_str
+from pystack.wire.ipv4 import MIN_HEADER_LEN, PROTO_ICMP, PROTO_TCP, PROTO_UDP, IPv4Packet, ip_from_str, ip_to_str
 from pystack.wire.udp import UdpDatagram
 
 ETH_HEADER_LEN = 14
@@ -297,7 +299,8 @@ def _oserror(code: int, detail: str) -> OSError:
 class Interface:
     """One Ethernet interface with one IPv4 address (see the module docstring)."""
 
-    def __init__(self, config: InterfaceConfig, stats: Stats | None = None) -> None:
+    def __init__(self, config: InterfaceConfig, stats: Stats | None = None, *,
+                 tcp_config: TcpConfig | None = None, tcp_secret: bytes | None = None) -> None:
         if not isinstance(config, InterfaceConfig):
             raise TypeError(f"config must be an InterfaceConfig, not {type(config).__name__}")
         self.config = config
@@ -336,6 +339,12 @@ class Interface:
         self.udp = UdpLayer(config.ip, self.stats, check_route=self._check_route,
                             rcvbuf=config.udp_rcvbuf, sndbuf=config.udp_sndbuf)
         self.register(PROTO_UDP, self.udp)
+        # TCP (issue 4): ``tcp_secret`` keys the RFC 6528 ISNs (random when None;
+        # a fixed one makes a simulation replay exactly).
+        self.tcp = TcpLayer(config.ip, config.mac, self.stats, config=tcp_config, mtu=config.mtu,
+                            secret=tcp_secret, check_route=self._check_route)
+        self.register(PROTO_TCP, self.tcp)
+        self._batch: list | None = None  # TCP segments collected by receive_batch
 
     # -- time -------------------------------------------------------------------------
 
@@ -391,6 +400,28 @@ class Interface:
             self._receive(frame, now)
         except MalformedPacket as exc:  # the one place peer garbage is counted
             self.stats.incr(exc.reason)
+
+    def receive_batch(self, frames, now: int) -> None:
+        """Process a read batch: as :meth:`receive` for each frame, but TCP gets its
+        segments in one :meth:`TcpLayer.handle_batch` call at the end (the frames
+        must stay valid until this returns).  Never raises because of a frame.
+        """
+        self._tick(now)
+        self._batch = batch = []
+        try:
+            for frame in frames:
+                self.stats.incr("ethernet.rx")
+                try:
+                    self._receive(frame, now)
+                except MalformedPacket as exc:
+                    self.stats.incr(exc.reason)
+        finally:
+            self._batch = None
+        if batch:
+            try:
+                self.tcp.handle_batch(self, now, batch)
+            except MalformedPacket as exc:  # a reassembled segment that fails TCP's own parse
+                self.stats.incr(exc.reason)
 
     def _receive(self, frame, now: int) -> None:
         mv = memoryview(frame)
@@ -527,6 +558,9 @@ class Interface:
             self.send_icmp_error(now, DEST_UNREACHABLE, UNREACH_PROTOCOL, info.datagram)
             return
         self.stats.incr("ipv4.delivered")
+        if proto == PROTO_TCP and self._batch is not None and info.frame is not None:
+            self._batch.append((info, payload))
+            return
         handler.handle(self, now, info, payload)
 
     # -- ICMP in (RFC 792; RFC 1122 §3.2.2) ---------------------------------------------------
@@ -779,6 +813,17 @@ class Interface:
             self.stats.incr("ipv4.no_route")
             raise
 
+    def send_frames(self, now: int, dst: int, proto: int, frames: list) -> None:
+        """Send frames a transport built whole (Ethernet + IPv4 + its header, e.g. with
+        :func:`pystack.wire.headers.emit_tcp`): route ``dst``, patch the next hop's MAC
+        in, or park them behind ARP like any datagram.  OSError (ENETUNREACH) when there
+        is no route.  The frames must be bytearrays no longer than the MTU.
+        """
+        self._tick(now)
+        next_hop, mac = self._route_counted(dst)
+        self.stats.incr("ipv4.tx", len(frames))
+        self._dispatch(now, next_hop, mac, proto, frames)
+
     def _send_quietly(self, now: int, dst: int, proto: int, payload, tos: int) -> bool:
         """send_ip for the stack's own replies: a failure is counted (ipv4.no_route), not raised."""
         try:
@@ -879,6 +924,7 @@ class Interface:
             "arp_resolving": resolving,
             "reassembly": {"pending": self.reassembler.pending, "memory": self.reassembler.memory},
             "sockets": self.udp.sockets_info(),
+            "tcp": self.tcp.connections_info(),
         }
 
     def __repr__(self) -> str:

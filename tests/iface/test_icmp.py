@@ -20,8 +20,7 @@ from pystack.wire.ethernet import BROADCAST, ETHERTYPE_IPV4, EthernetFrame
 from pystack.wire.icmpv4 import (DEST_UNREACHABLE, PARAMETER_PROBLEM, REDIRECT, SOURCE_QUENCH,
                                  TIME_EXCEEDED, UNREACH_FRAG_NEEDED, UNREACH_HOST, UNREACH_PORT,
                                  UNREACH_PROTOCOL, IcmpPacket)
-from pystack.wire.ipv4 import PROTO_ICMP, PROTO_TCP, PROTO_UDP, IPv4Packet, ip_from_str
-from pystack.wire.tcp import TcpSegment
+from pystack.wire.ipv4 import PROTO_ICMP, PROTO_UDP, IPv4Packet, ip_from_str
 from pystack.wire.udp import UdpDatagram
 
 A_MAC = bytes.fromhex("020000000001")
@@ -168,7 +167,7 @@ def test_port_unreachable_for_a_closed_udp_port(impl):
 
 @pytest.mark.parametrize("proto, payload", [
     (99, b"\x01\x02\x03\x04\x05\x06\x07\x08\x09"),
-    (PROTO_TCP, TcpSegment(40000, 80, 1, 0, 0x02, 1024, b"").to_bytes(P_IP, A_IP)),  # no TCP yet (issue 4)
+    (132, b"\x01\x02\x03\x04\x05\x06\x07\x08"),  # SCTP: none here (TCP answers with a RST since issue 4)
 ])
 def test_protocol_unreachable_for_an_unknown_protocol(impl, proto, payload):
     iface = make()
