@@ -96,6 +96,20 @@ def AIMS(groups) -> list[str]:
     if ours and kernel:
         out.append(f"UDP echo, 1000 datagrams: pystack {1000 / ours:,.0f}/s, kernel over veth {1000 / kernel:,.0f}/s, "
                    f"ratio {kernel / ours:.2f}")
+    size = 64 * 1024 * 1024
+    for group, name, label in (
+            ("tcp-kernel-to-pystack-64MiB", "test_tcp_kernel_to_pystack", "kernel -> pystack"),
+            ("tcp-pystack-to-kernel-64MiB", "test_tcp_pystack_to_kernel", "pystack -> kernel")):
+        ours, theirs = median(groups, group, f"{name}[pystack]"), median(groups, group, f"{name}[kernel]")
+        if ours:
+            rate = size / ours / 1e6
+            check(f"TCP 64 MiB {label}, MB/s (aim >= 200)", rate, rate >= 200)
+            if theirs:
+                out.append(f"TCP 64 MiB {label}: pystack {rate:.1f} MB/s, kernel over veth (offloads off) "
+                           f"{size / theirs / 1e6:.1f} MB/s, ratio pystack / kernel {theirs / ours:.3f}")
+    pipe = median(groups, "tcp-pipe-64MiB", "test_tcp_pipe[pystack]")
+    if pipe:
+        out.append(f"TCP 64 MiB between two stacks over the in-memory pipe: {size / pipe / 1e6:.1f} MB/s")
     return out
 
 

@@ -11,6 +11,8 @@ piece of stack state is touched only by the thread running :meth:`Loop.run`
 The stack below (``iface``) is sans-I/O: any object with
 
 * ``receive(frame, now)``  -- one inbound frame (a view valid only during the call);
+* optionally ``receive_batch(frames, now)`` -- a whole read batch at once
+  (the views valid during the call); used instead of ``receive`` when present;
 * ``poll(now) -> list``    -- run due timers, return every frame ready to send;
 * ``poll_at() -> int|None``-- the next instant ``poll`` has work;
 
@@ -24,7 +26,8 @@ One iteration::
 
     1. events: drain the eventfd; run watched fds' callbacks (control socket)
        now = clock()   -- one instant for the whole iteration
-    2. rx:     device.receive(now) -> up to one batch; iface.receive(f, now) for each
+    2. rx:     device.receive(now) -> up to one batch; iface.receive_batch(frames, now)
+               (or iface.receive(f, now) for each frame of a stack without batches)
     3. hand-offs: run every callable queued by call_soon, in order
     4. services: svc.poll() for each (app-side code, such as the UDP echo)
     5. flush:  device.transmit(backlog + iface.poll(now), now)
@@ -377,6 +380,15 @@ class Loop:
         stats["rx_frames"] += len(frames)
         if self._batch and len(frames) >= self._batch:
             stats["rx_full_batches"] += 1
+        # The whole batch in one call when the stack takes batches (TCP then
+        # runs its per-connection work once per batch: issue 4 item 12).
+        batch = getattr(self.iface, "receive_batch", None)
+        if batch is not None:
+            try:
+                batch(frames, now)
+            except Exception:
+                self._stack_bug("receive_batch")
+            return
         receive = self.iface.receive
         for frame in frames:
             try:

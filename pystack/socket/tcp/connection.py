@@ -62,6 +62,7 @@ from enum import IntEnum
 
 from pystack.socket.tcp.congestion import CongestionControl
 from pystack.storage.assembler import Assembler
+from pystack.wire.headers import emit_tcp
 
 log = logging.getLogger("pystack.tcp")
 
@@ -91,6 +92,7 @@ _U32X2 = struct.Struct("!II")
 _MSS_OPT = struct.Struct("!BBH")
 _NOP_WS = struct.Struct("!BBBB")
 _SACKPERM_NOPS = b"\x01\x01\x04\x02"
+_ZERO_MAC = bytes(6)  # the layer's frames leave with the next hop's MAC patched in by IP
 
 
 def _d(a: int, b: int) -> int:
@@ -625,6 +627,36 @@ class TcpConnection:
         self.segs_in += 1
         self.last_rx = now
         st = self.state
+        # Header prediction (RFC 1323's Appendix A / Van Jacobson's fast path,
+        # kept in RFC 7323 Appendix D): the next in-order data segment of an
+        # ESTABLISHED connection that changes nothing on the sending side --
+        # plain ACK (PSH allowed), SEG.SEQ = RCV.NXT, SEG.ACK = SND.UNA, the
+        # same window, no holes, a TSval that passes PAWS, in the window.  For
+        # it every check of §3.10.7.4 is known to pass, and the steps that
+        # remain are exactly these: ts_recent (RFC 7323 §4.3), SND.WL1/WL2
+        # (fifth step), the text (seventh step).  Anything else takes the
+        # full path below.
+        if st is S.ESTABLISHED and (f.tcp_flags | PSH) == (ACK | PSH) and f.seq == self.rcv_nxt \
+                and f.ack == self.snd_una and not self.orphan and not self.keepalive and self._peer_fin is None:
+            dlen = len(data)
+            seq = f.seq
+            if dlen and (f.window << self.snd_wscale) == self.snd_wnd and self.snd_wnd \
+                    and dlen <= ((self.rcv_adv - seq) & _MASK) < _HALF and not self.asm.range_count:
+                if self.ts_ok:
+                    tsval = f.ts_val
+                    if tsval < 0 or ((tsval - self.ts_recent) & _MASK) >= _HALF:
+                        return self._segment(now, f, data, st)
+                    if seq == self.last_ack_sent or ((seq - self.last_ack_sent) & _MASK) >= _HALF:
+                        self.ts_recent = tsval
+                        self.ts_recent_at = now
+                self.snd_wl1 = seq
+                self.snd_wl2 = f.ack
+                self._receive_text(now, seq, data, dlen)
+                return
+        self._segment(now, f, data, st)
+
+    def _segment(self, now: int, f, data, st: State) -> None:
+        """The full RFC 9293 §3.10.7 processing of one segment (see :meth:`segment`)."""
         if st == S.SYN_SENT:
             self._in_syn_sent(now, f, data)
             return
@@ -1154,7 +1186,68 @@ class TcpConnection:
                     # Nagle (RFC 9293 §3.7.4, SHLD-7): a short segment waits
                     # while data is unacknowledged, unless TCP_NODELAY.
                     return
+            elif n < unsent and nxt == self.snd_max and self._dsack is None \
+                    and not (self.sack_ok and self.asm.range_count) and self.rtx_at is not None \
+                    and not self._persist and self._stall_since is not None:
+                # New full-sized segments that are not the last of the buffer:
+                # the bulk lane (issue 4 item 12).
+                if self._send_bulk(now, (room if room < unsent else unsent) // mss):
+                    continue
             self._send_new(now, n)
+
+    def _send_bulk(self, now: int, count: int) -> int:
+        """Send ``count`` new full-sized segments from SND.NXT = snd_max; returns how many went.
+
+        The same segments :meth:`_send_new` would send one by one (ACK, no
+        PSH or FIN since more data follows, the same options and window),
+        built straight into fresh frames on the layer's queue: the options
+        and the window field are computed once for the run, the per-segment
+        work is one :func:`emit_tcp` call.  Called only while the
+        retransmission timer runs and data is outstanding, so no timer or
+        stall bookkeeping changes; RTT timing (RFC 6298 §3) starts on the
+        first of them if no segment is being timed.
+        """
+        opts = self._options(now)
+        mss = self.mss
+        if count <= 0 or len(opts) + mss > self._mss_total:
+            return 0
+        layer = self.layer
+        win = self._window_field()
+        ack = self.rcv_nxt
+        self.last_ack_sent = ack
+        self._ack_now = False
+        self.delack_at = None
+        self._rcv_unacked = 0
+        hlen = 54 + ((len(opts) + 3) & ~3)
+        seq = self.snd_nxt
+        off = ((seq - self._buf_seq + _HALF) & _MASK) - _HALF
+        lip, rip, lport, rport = self.local_ip, self.remote_ip, self.local_port, self.remote_port
+        mac, ttl = layer.mac, self.cfg.ttl
+        txq_append = layer._txq.append
+        ip_id = layer._ip_id
+        mv = memoryview(self._sndbuf)
+        try:
+            for _ in range(count):
+                frame = bytearray(hlen + mss)
+                emit_tcp(frame, 0, _ZERO_MAC, mac, lip, rip, lport, rport, seq, ack, ACK, win, opts,
+                         mv[off:off + mss], mss, ip_id, ttl)
+                txq_append((rip, frame))
+                ip_id = (ip_id + 1) & 0xFFFF
+                seq = (seq + mss) & _MASK
+                off += mss
+        finally:
+            mv.release()
+        layer._ip_id = ip_id
+        layer.stats.incr("tcp.tx", count)
+        self._dsack = None
+        n = count * mss
+        self.bytes_sent += n
+        self.segs_out += count
+        self.snd_nxt = self.snd_max = seq
+        if self._rtt_seq is None:
+            self._rtt_seq = (self._buf_seq + off - n + mss) & _MASK  # time the first, as _send_new would
+            self._rtt_time = now
+        return count
 
     def _fin_sent_at(self, nxt: int) -> bool:
         """Whether SND.NXT = ``nxt`` is already past the FIN (it was sent, and not rewound by an RTO)."""

@@ -72,6 +72,7 @@ COUNTERS = (
     "tcp.rto",  # retransmission timer expiries (RFC 6298 §5.4)
     "tcp.fast_retransmits",  # third duplicate ACK (RFC 5681 §3.2)
     "tcp.dupacks",
+    "tcp.acks_coalesced",  # pure ACKs superseded by a later one of the same read batch
     "tcp.out_of_order",  # data segments beyond RCV.NXT (stored, SACKed)
     "tcp.duplicate_data",  # data received twice (D-SACKed)
     "tcp.challenge_acks", "tcp.challenge_acks_rst", "tcp.challenge_acks_syn", "tcp.challenge_acks_ack",
@@ -399,8 +400,11 @@ class TcpLayer:
     def handle(self, iface, now: int, ip, payload) -> None:
         """One segment from IP (``payload`` from the TCP header on; a view valid during the call)."""
         self._now = now
+        self.stats.incr("tcp.rx")
+        self._handle(iface, now, ip, payload)
+
+    def _handle(self, iface, now: int, ip, payload) -> None:
         stats = self.stats
-        stats.incr("tcp.rx")
         f = ip.frame
         if f is None:
             seg = TcpSegment.parse(payload, src=ip.src, dst=ip.dst)  # raises tcp.* reasons
@@ -429,11 +433,60 @@ class TcpLayer:
     def handle_batch(self, iface, now: int, items) -> None:
         """Every TCP segment of one read batch: ``items`` is a list of ``(ip, payload)``.
 
-        The state machine runs per segment; output (so the ACK) comes once,
-        at the next :meth:`poll`, for all of them.
+        The state machine runs per segment (in-order data of an ESTABLISHED
+        connection takes its header-prediction lane, see
+        :meth:`TcpConnection.segment`); output (so the ACK) comes once, at
+        the next :meth:`poll`, for all of them: one ACK covers the batch,
+        which satisfies "at least every second full-sized segment" (RFC 9293
+        §3.8.6.3, RFC 5681 §4.2) per batch.  Pure ACKs superseded by a later
+        one in the batch are skipped (see below).
         """
-        for ip, payload in items:
-            self.handle(iface, now, ip, payload)
+        # Consecutive segments of one connection (the common case: a bulk
+        # transfer's batch) skip the demultiplexing lookup after the first.
+        self._now = now
+        self.stats.incr("tcp.rx", len(items))
+        conns = self._conns
+        dirty = self._dirty
+        last_key = last_conn = None
+        n = len(items)
+        for i in range(n):
+            ip, payload = items[i]
+            f = ip.frame
+            if f is None:  # a reassembled datagram: the general path parses it
+                last_key = None
+                self._handle(iface, now, ip, payload)
+                continue
+            key = (f.dport, ip.src, f.sport)
+            if f.tcp_flags == ACK and not f.payload_len and i + 1 < n and not f.sack:
+                # ACK coalescing: a pure cumulative ACK followed in the batch by
+                # a pure ACK of the same connection that acknowledges more, with
+                # the same SEG.SEQ and window and a TSval no older, says nothing
+                # the later one does not: only the later is processed (a stretch
+                # ACK, which congestion.Reno.on_ack counts in bytes, RFC 3465
+                # §2.1 / RFC 5681 §4.2's "ACK every second segment" seen from the
+                # sender).  Duplicate ACKs are never merged: the sender counts
+                # them (RFC 5681 §3.2).
+                nip = items[i + 1][0]
+                g = nip.frame
+                if g is not None and g.tcp_flags == ACK and not g.payload_len and g.seq == f.seq \
+                        and g.window == f.window and nip.src == ip.src and g.sport == f.sport \
+                        and g.dport == f.dport and 0 < ((g.ack - f.ack) & 0xFFFFFFFF) < 0x80000000 \
+                        and ((g.ts_val - f.ts_val) & 0xFFFFFFFF) < 0x80000000 and (g.ts_val < 0) == (f.ts_val < 0):
+                    self.stats.incr("tcp.acks_coalesced")
+                    continue
+            if key == last_key and last_conn.state is not State.CLOSED:
+                start = f.payload_offset - f.l4_offset
+                last_conn.segment(now, f, payload[start:start + f.payload_len])
+                continue
+            conn = conns.get(key)
+            if conn is not None and f.sport and f.dport:
+                last_key, last_conn = key, conn
+                start = f.payload_offset - f.l4_offset
+                conn.segment(now, f, payload[start:start + f.payload_len])
+                dirty[conn] = None
+            else:
+                last_key = None
+                self._handle(iface, now, ip, payload)
 
     def _in_listen(self, now: int, lst, src: int, f, data) -> None:
         """RFC 9293 §3.10.7.2 LISTEN STATE."""
@@ -521,11 +574,20 @@ class TcpLayer:
         txq = self._txq
         if txq:
             self._txq = []
-            for rip, frame in txq:
+            # One send_frames (one route and neighbour lookup) per run of
+            # frames to the same address: a bulk sender's window goes in one call.
+            send = iface.send_frames
+            i, n = 0, len(txq)
+            while i < n:
+                rip = txq[i][0]
+                j = i + 1
+                while j < n and txq[j][0] == rip:
+                    j += 1
                 try:
-                    iface.send_frames(now, rip, PROTO_TCP, [frame])
+                    send(now, rip, PROTO_TCP, [fr for _, fr in txq[i:j]] if j - i > 1 else [txq[i][1]])
                 except OSError:
-                    self.stats.incr("tcp.send_errors")
+                    self.stats.incr("tcp.send_errors", j - i)
+                i = j
 
     def poll_at(self) -> int | None:
         if self._dirty or self._txq:
