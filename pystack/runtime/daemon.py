@@ -7,9 +7,12 @@ Owns the composition, not the pieces: a :class:`~pystack.runtime.tapsetup.TapSet
 
 (the capture and the trace show the frames that really crossed the TAP;
 the faults act between them and the stack), the sans-I/O
-:class:`~pystack.iface.interface.Interface`, the services (UDP echo), the
+:class:`~pystack.iface.interface.Interface`, the services (UDP echo; TCP
+echo, discard, source and sink from :mod:`pystack.services.tcp`), the
 :class:`~pystack.runtime.loop.Loop`, and the control socket answering
-``status``.  Everything is released in reverse order of creation however
+``status``.  The client commands (``pystack send`` / ``recv``) run the same
+composition with no control socket and one client service of their own
+(``Daemon(config, make_services=...)``).  Everything is released in reverse order of creation however
 :meth:`Daemon.run` ends.
 
 Signals: the CLI's handler only calls :meth:`Daemon.stop`, which records
@@ -24,6 +27,7 @@ request changes nothing, so a second Ctrl-C cannot interrupt clean-up.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -64,13 +68,34 @@ class DaemonConfig:
     impair: str | None = None
     trace: bool = False
     udp_echo: list[int] = field(default_factory=list)
-    control: str = DEFAULT_PATH
+    tcp_echo: list[int] = field(default_factory=list)
+    tcp_discard: list[int] = field(default_factory=list)
+    #: (port, file, size): a file's bytes, or ``size`` bytes of RFC 864's pattern, or (both None)
+    #: that pattern until the client closes.
+    tcp_source: list[tuple[int, str | None, int | None]] = field(default_factory=list)
+    #: (port, directory or None): one file per connection in the directory, or hash-only.
+    tcp_sink: list[tuple[int, str | None]] = field(default_factory=list)
+    #: TCP's MSL in µs (TIME-WAIT lasts 2*MSL, RFC 9293 §3.6.1); None: TcpConfig's default (30 s).
+    tcp_msl: int | None = None
+    #: TCP's minimum RTO in µs (RFC 6298 §2.4); None: TcpConfig's default (200 ms).
+    tcp_min_rto: int | None = None
+    #: The control socket's path; None: no control socket (the client commands).
+    control: str | None = DEFAULT_PATH
     batch: int = 64
+
+    def service_names(self) -> list[str]:
+        return ([f"udp-echo:{p}" for p in self.udp_echo] + [f"tcp-echo:{p}" for p in self.tcp_echo]
+                + [f"tcp-discard:{p}" for p in self.tcp_discard]
+                + [f"tcp-source:{p}" for p, _, _ in self.tcp_source]
+                + [f"tcp-sink:{p}" for p, _ in self.tcp_sink])
 
 
 class Daemon:
-    def __init__(self, config: DaemonConfig) -> None:
+    def __init__(self, config: DaemonConfig, make_services=None) -> None:
+        """``make_services(daemon)``, when given, returns more services once the interface
+        exists (``daemon.iface``); they are polled and closed like the configured ones."""
         self.config = config
+        self._make_services = make_services
         self.loop: Loop | None = None
         self.iface = None
         self.device = None
@@ -112,7 +137,11 @@ class Daemon:
         from pystack.wire.ipv4 import ip_from_str
 
         cfg = self.config
+        from pystack.socket.tcp.layer import TcpConfig
+
         faults = parse_impairment(cfg.impair) if cfg.impair else None  # ValueError before any set-up
+        tcp_options = {k: v for k, v in (("msl", cfg.tcp_msl), ("min_rto", cfg.tcp_min_rto)) if v is not None}
+        tcp_config = TcpConfig(**tcp_options) if tcp_options else None  # ValueError too
         clock = monotonic_us
         try:
             with TapSetup(cfg.tap, netns=cfg.netns, host_ip=cfg.host_ip, mtu=cfg.mtu,
@@ -138,17 +167,22 @@ class Daemon:
                     iface_config = InterfaceConfig(
                         mac=cfg.mac or default_mac(address), ip=ip_from_str(address), prefix_len=prefix,
                         gateway=ip_from_str(cfg.gateway) if cfg.gateway else None, mtu=setup.mtu)
-                    self.iface = Interface(iface_config)
+                    self.iface = Interface(iface_config, tcp_config=tcp_config)
                     self.services = [self._udp_echo(port) for port in cfg.udp_echo]
+                    self.services += self._tcp_services()
+                    if self._make_services is not None:
+                        self.services += list(self._make_services(self))
                     self._checkpoint()
                     with Loop(device, self.iface, services=self.services, clock=clock) as loop:
                         self.loop = loop
-                        with ControlServer(cfg.control, loop, {"status": self.status}):
+                        control = (ControlServer(cfg.control, loop, {"status": self.status})
+                                   if cfg.control is not None else contextlib.nullcontext())
+                        with control:
                             self._started_at = clock()
-                            log.info("pystack up: %s/%d mac %s on %s%s, mtu %d; control %s",
+                            log.info("pystack up: %s/%d mac %s on %s%s, mtu %d; control %s%s",
                                      address, prefix, iface_config.mac.hex(":"), cfg.tap,
                                      f" in namespace {cfg.netns}" if cfg.netns else "", setup.mtu,
-                                     cfg.control)
+                                     cfg.control, "".join(f"; {n}" for n in cfg.service_names()))
                             if on_ready is not None:
                                 on_ready(self)
                             self._phase = "running"
@@ -158,6 +192,13 @@ class Daemon:
                             log.info("pystack stopping")
                 finally:
                     self._phase = "teardown"
+                    for svc in self.services:
+                        close = getattr(svc, "close", None)
+                        if close is not None:
+                            try:
+                                close()  # sink files are closed; the logs get their last records
+                            except Exception:
+                                log.exception("closing service %r failed", svc)
                     if device is not setup.device:
                         device.close()  # the wrappers (flushes the pcap); closes the TAP too
         finally:
@@ -169,6 +210,37 @@ class Daemon:
         sock = self.iface.udp.socket()
         sock.bind(("", port))
         return UdpEchoService(sock)
+
+    def _tcp_services(self) -> list:
+        """The TCP services of the configuration, each on a listening socket of its port."""
+        from pystack.services import tcp
+
+        cfg = self.config
+        layer = self.iface.tcp
+        out: list = []
+        try:
+            for port in cfg.tcp_echo:
+                out.append(tcp.TcpEchoService(tcp.listen(layer, port)))
+            for port in cfg.tcp_discard:
+                out.append(tcp.TcpDiscardService(tcp.listen(layer, port)))
+            for port, path, size in cfg.tcp_source:
+                lst = tcp.listen(layer, port)
+                try:
+                    out.append(tcp.TcpSourceService(lst, path=path, size=size))
+                except OSError as exc:
+                    lst.close()
+                    raise SetupError(f"--tcp-source {port}: cannot read {path}: {exc.strerror or exc}") from None
+            for port, directory in cfg.tcp_sink:
+                lst = tcp.listen(layer, port)
+                try:
+                    out.append(tcp.TcpSinkService(lst, directory=directory))
+                except OSError as exc:
+                    lst.close()
+                    raise SetupError(f"--tcp-sink {port}: cannot write in {directory}: "
+                                     f"{exc.strerror or exc}") from None
+        except OSError as exc:  # EADDRINUSE: the same port twice
+            raise SetupError(f"TCP service: {exc.strerror or exc}") from None
+        return out
 
     def status(self) -> dict:
         """The control socket's ``status``: the interface's status plus the runtime's own counters."""
@@ -184,8 +256,9 @@ class Daemon:
             "uptime_s": round((loop.clock() - self._started_at) / 1e6, 3) if loop else 0,
             "implementation": _accel.IMPLEMENTATION,
             "control": cfg.control,
-            "services": [f"udp-echo:{p}" for p in cfg.udp_echo],
+            "services": cfg.service_names(),
         }
+        st["services"] = [svc.status() for svc in self.services if hasattr(svc, "status")]
         inner = self.setup.device if self.setup else None
         st["device"] = {
             "name": cfg.tap,

@@ -199,3 +199,94 @@ def test_status_text_of_an_empty_status_does_not_fail():
     text = cli.format_status({})
     assert "ARP table:\n    (empty)" in text
     assert "Sockets:\n    (none)" in text
+
+
+# -- TCP services, send/recv, and the TCP part of status (issue 4) -----------------------------
+
+def test_tcp_services_are_one_command_line(tmp_path):
+    args = cli.build_parser().parse_args(
+        ["up", "--netns", "pst", "--ip", "10.77.0.2/24", "--tcp-echo", "7", "--tcp-discard", "9",
+         "--tcp-source", "19:64KiB", "--tcp-source", "20", "--tcp-source", f"21:{tmp_path}/f.bin",
+         "--tcp-sink", "5001", "--tcp-sink", f"5002:{tmp_path}", "--tcp-msl", "1", "--tcp-min-rto", "0.05"])
+    cfg = cli._daemon_config(args)
+    assert cfg.tcp_echo == [7] and cfg.tcp_discard == [9]
+    assert cfg.tcp_source == [(19, None, 65536), (20, None, None), (21, f"{tmp_path}/f.bin", None)]
+    assert cfg.tcp_sink == [(5001, None), (5002, str(tmp_path))]
+    assert cfg.tcp_msl == 1_000_000 and cfg.tcp_min_rto == 50_000
+    assert cfg.service_names() == ["tcp-echo:7", "tcp-discard:9", "tcp-source:19", "tcp-source:20",
+                                   "tcp-source:21", "tcp-sink:5001", "tcp-sink:5002"]
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["up", "--tcp-echo", "0"], "1..65535"),
+    (["up", "--tcp-source", "19:"], "nothing after ':'"),
+    (["up", "--tcp-source", "x:1K"], "must be an integer"),
+    (["up", "--tcp-sink", "70000"], "1..65535"),
+    (["up", "--tcp-msl", "0"], "--tcp-msl must be in"),
+    (["up", "--tcp-msl", "soon"], "number of seconds"),
+    (["up", "--tcp-echo", "7", "--tcp-sink", "7"], "TCP port 7 is given twice"),
+    (["send", "10.77.0.1", "5001"], "the following arguments are required: FILE"),
+    (["send", "10.77.0.x", "5001", "f"], "is not an IPv4 address"),
+    (["recv", "10.77.0.1", "0", "f"], "1..65535"),
+    (["recv", "10.77.0.1", "5", "f", "--connect-timeout", "0"], "--connect-timeout must be in"),
+    (["send", "10.77.0.1", "5", "f", "--tcp-echo", "7"], "unrecognized arguments"),
+])
+def test_wrong_tcp_arguments_are_one_line_and_exit_2(capsys, argv, needle):
+    code, out, err = run_main(capsys, *argv)
+    assert code == 2
+    assert out == ""
+    assert_one_line(err, needle)
+
+
+def test_send_of_a_missing_file_fails_before_any_setup(capsys, tmp_path):
+    code, out, err = run_main(capsys, "send", "--tap", "pstnofile0", "10.77.0.1", "5001",
+                              str(tmp_path / "missing.bin"))
+    assert code == 1
+    assert_one_line(err.splitlines()[-1], "No such file or directory", "missing.bin")
+
+
+def test_status_text_lists_tcp_connections_like_ss():
+    st = _status()
+    st["tcp"] = [
+        {"proto": "tcp", "state": "LISTEN", "local": "0.0.0.0:7", "remote": "*:*", "recv_q": 0, "send_q": 256,
+         "syn_q": 0},
+        {"proto": "tcp", "state": "ESTABLISHED", "local": "10.77.0.2:7", "remote": "10.77.0.1:40000",
+         "recv_q": 5, "send_q": 1000, "srtt_us": 1250, "rttvar_us": 500, "rto_us": 200000, "cwnd": 14480,
+         "ssthresh": None, "congestion": "reno", "mss": 1448, "rcv_mss": 536, "wscale": "7,7",
+         "timestamps": True, "sack": True, "snd_wnd": 65536, "rcv_wnd": 262144, "retrans": 1,
+         "retrans_total": 3, "bytes_sent": 10, "bytes_acked": 9, "bytes_received": 8, "segs_in": 4,
+         "segs_out": 5, "orphan": False},
+    ]
+    st["services"] = [{"service": "tcp-echo:7", "port": 7, "accepted": 2, "active": 1, "completed": 1,
+                       "failed": 0, "bytes_in": 30, "bytes_out": 30, "recent": []}]
+    lines = cli.format_status(st).splitlines()
+    tcp = lines[lines.index("TCP:") + 1:lines.index("Services:")]
+    assert tcp[0].split() == ["State", "Recv-Q", "Send-Q", "Local", "Peer"]
+    assert tcp[1].split() == ["LISTEN", "0", "256", "0.0.0.0:7", "*:*"]
+    assert tcp[2].split() == ["ESTABLISHED", "5", "1000", "10.77.0.2:7", "10.77.0.1:40000"]
+    detail = tcp[3].split()
+    for item in ("reno", "ts", "sack", "wscale:7,7", "rto:200", "rtt:1.25/0.5", "mss:1448", "cwnd:14480",
+                 "bytes_sent:10", "bytes_acked:9", "bytes_received:8", "retrans:1/3"):
+        assert item in detail, item
+    assert not any(d.startswith("ssthresh") for d in detail)  # still infinite: shown as ss does, not at all
+    assert lines[lines.index("Services:") + 1].split()[:3] == ["tcp-echo:7:", "accepted", "2,"]
+    assert "TCP:\n    (none)" in cli.format_status({})
+
+
+def test_progress_is_a_log_line_when_stderr_is_not_a_terminal():
+    import io
+
+    class FakeSession:
+        done = False
+        bytes_in, bytes_out, seconds = 0, 5_000_000, 2.0
+
+    stream = io.StringIO()
+    progress = cli._Progress(FakeSession(), stream, "sent")
+    assert progress.every == 5_000_000 and progress.poll_at() is not None
+    progress._next = 0
+    progress.poll()
+    assert stream.getvalue() == "pystack: sent 5000000 bytes in 2.0 s (2.50 MB/s)\n"
+    FakeSession.done = True
+    assert progress.poll_at() is None
+    progress.clear()  # nothing drawn on a terminal: nothing to clear
+    assert stream.getvalue().count("\n") == 1
