@@ -13,7 +13,7 @@ import struct
 
 import pytest
 
-from conftest import implementations
+from iface_harness import A_IP, A_MAC, P_IP, P_MAC, SEC, headers_impl, impl, make, SUBNET_BCAST  # noqa: F401 (fixtures)
 from pystack.iface import interface as interface_mod
 from pystack.iface.interface import Interface, InterfaceConfig
 from pystack.wire.ethernet import BROADCAST, ETHERTYPE_IPV4, EthernetFrame
@@ -23,31 +23,7 @@ from pystack.wire.icmpv4 import (DEST_UNREACHABLE, PARAMETER_PROBLEM, REDIRECT, 
 from pystack.wire.ipv4 import PROTO_ICMP, PROTO_UDP, IPv4Packet, ip_from_str
 from pystack.wire.udp import UdpDatagram
 
-A_MAC = bytes.fromhex("020000000001")
-A_IP = ip_from_str("10.77.0.1")
-P_MAC = bytes.fromhex("020000000002")
-P_IP = ip_from_str("10.77.0.2")
-SUBNET_BCAST = ip_from_str("10.77.0.255")
-SEC = 1_000_000
 T0 = 50 * SEC
-
-headers_impl = implementations("headers", "pystack.wire._headers_py")
-
-
-@pytest.fixture
-def impl(headers_impl, monkeypatch):
-    monkeypatch.setattr(interface_mod, "parse_frame", headers_impl.parse_frame)
-    monkeypatch.setattr(interface_mod, "emit_udp", headers_impl.emit_udp)
-    return headers_impl
-
-
-def make(**overrides) -> Interface:
-    cfg = dict(mac=A_MAC, ip=A_IP, prefix_len=24)
-    cfg.update(overrides)
-    iface = Interface(InterfaceConfig(**cfg))
-    iface.neighbors.add_static(P_IP, P_MAC)
-    return iface
-
 
 def ref_checksum(data: bytes) -> int:
     """RFC 1071 by the book."""

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import implementations
+from iface_harness import A_IP, A_MAC, P_IP, P_MAC, SEC, headers_impl, impl, make, SUBNET_BCAST  # noqa: F401 (fixtures)
 from pystack.errors import REASONS, MalformedPacket
 from pystack.iface import interface as interface_mod
 from pystack.iface.interface import ANNOUNCE_INTERVAL, Interface, InterfaceConfig
@@ -30,36 +30,10 @@ from pystack.wire.ipv4 import PROTO_ICMP, PROTO_TCP, PROTO_UDP, IPv4Packet, ip_f
 from pystack.wire.tcp import TcpSegment
 from pystack.wire.udp import UdpDatagram
 
-A_MAC = bytes.fromhex("020000000001")  # the interface under test
-A_IP = ip_from_str("10.77.0.1")
-P_MAC = bytes.fromhex("020000000002")  # its peer on the link
-P_IP = ip_from_str("10.77.0.2")
 GW_MAC = bytes.fromhex("0200000000fe")
 GW_IP = ip_from_str("10.77.0.254")
-SUBNET_BCAST = ip_from_str("10.77.0.255")
 FAR_IP = ip_from_str("192.0.2.7")  # off-link (TEST-NET-1)
-SEC = 1_000_000
 T0 = 1_000 * SEC
-
-headers_impl = implementations("headers", "pystack.wire._headers_py")
-
-
-@pytest.fixture
-def impl(headers_impl, monkeypatch):
-    """Run a test with the pure and with the Cython fast path (ids py and c)."""
-    monkeypatch.setattr(interface_mod, "parse_frame", headers_impl.parse_frame)
-    monkeypatch.setattr(interface_mod, "emit_udp", headers_impl.emit_udp)
-    return headers_impl
-
-
-def make(peer_known: bool = True, **overrides) -> Interface:
-    cfg = dict(mac=A_MAC, ip=A_IP, prefix_len=24)
-    cfg.update(overrides)
-    iface = Interface(InterfaceConfig(**cfg))
-    if peer_known:
-        iface.neighbors.add_static(P_IP, P_MAC)
-    return iface
-
 
 def eth(payload: bytes, ethertype: int = ETHERTYPE_IPV4, dst: bytes = A_MAC, src: bytes = P_MAC) -> bytes:
     return EthernetFrame(dst, src, ethertype, payload).to_bytes()
