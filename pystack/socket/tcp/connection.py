@@ -162,7 +162,7 @@ class TcpConnection:
         "peer_mss", "_mss_total", "mss", "snd_wscale", "rcv_wscale", "ws_ok", "ts_ok", "ts_recent",
         "ts_recent_at", "ts_offset", "sack_ok", "_rcv_mss", "last_ack_sent",
         # retransmission (RFC 6298) and congestion
-        "srtt", "rttvar", "rto", "_backoff", "_rtt_seq", "_rtt_time", "_retransmitted", "dupacks",
+        "srtt", "rttvar", "rto", "_backoff", "_rtt_seq", "_rtt_time", "_retransmitted", "_rto_tsval", "dupacks",
         "recover", "cc", "_syn_retries", "_stall_since", "_persist",
         # timers
         "rtx_at", "delack_at", "keep_at", "tw_at",
@@ -221,6 +221,7 @@ class TcpConnection:
         self._rtt_seq: int | None = None
         self._rtt_time = 0
         self._retransmitted = False
+        self._rto_tsval: int | None = None  # our TSval when the last RTO fired (see _rttm)
         self.dupacks = 0
         self.recover = 0
         self.cc = cc
@@ -299,16 +300,23 @@ class TcpConnection:
         self._set_state(S.SYN_SENT, now)
         self.layer._mark(self)
 
-    def passive_open(self, now: int, f, listener) -> None:
+    def passive_open(self, now: int, f, listener, above: int | None = None) -> None:
         """RFC 9293 §3.10.7.2 LISTEN, third check: a SYN for a listening socket.
 
         Set RCV.NXT = SEG.SEQ+1, IRS = SEG.SEQ, select the ISS, queue
         <SEQ=ISS><ACK=RCV.NXT><CTL=SYN,ACK> and enter SYN-RECEIVED.
+        ``above``: the previous incarnation's highest sequence number when
+        this SYN reopens a TIME-WAIT connection; the ISS must exceed it
+        (RFC 1122 §4.2.2.13 (1)).
         """
         self.listener = listener
         self.state = S.LISTEN  # the child starts as a copy of its listener
         self._take_syn(now, f)
         self.iss = self.layer.isn.isn(now, self.local_ip, self.local_port, self.remote_ip, self.remote_port)
+        if above is not None and _d(self.iss, above) <= 0:
+            # Past the old incarnation's sequence space and any window it
+            # offered unscaled, as Linux does (tw_snd_nxt + 65535 + 2).
+            self.iss = (above + 0xFFFF + 2) & _MASK
         self.snd_una = self.snd_nxt = self.snd_max = self.recover = self.iss
         self._buf_seq = (self.iss + 1) & _MASK
         self.snd_wnd = f.window  # RFC 7323 §2.2: the window of a SYN is never scaled
@@ -549,6 +557,8 @@ class TcpConnection:
         self._backoff += 1
         self._retransmitted = True
         self._rtt_seq = None  # Karn's algorithm (RFC 6298 §3)
+        if self.ts_ok:
+            self._rto_tsval = (now // TS_TICK_US + self.ts_offset) & _MASK  # Karn for echoes (_rttm)
         self.snd_nxt = self.snd_una
         off = _d(self.snd_una, self._buf_seq)
         n = len(self._sndbuf) - off
@@ -663,6 +673,13 @@ class TcpConnection:
         if st == S.CLOSED or st == S.LISTEN:
             return
         flags = f.tcp_flags
+        if st == S.TIME_WAIT and flags & (SYN | ACK | RST) == SYN and self.time_wait_may_reopen(f):
+            # Before PAWS and the sequence check, which would reject it: a
+            # new incarnation (RFC 6191 §2; RFC 9293 §3.10.7.4 / RFC 1122
+            # §4.2.2.13).  The layer closes this TCB and hands the SYN to
+            # the listener, if there is one.
+            if self.layer._reopen_time_wait(self, now, f, data):
+                return
         seq = f.seq
         dlen = len(data)
         stats = self.layer.stats
@@ -815,6 +832,36 @@ class TcpConnection:
             self._on_fin(now)
         elif flags & FIN:
             self._ack_now = True  # an out-of-order FIN: ACK what we have
+
+    def time_wait_may_reopen(self, f) -> bool:
+        """Whether a SYN (no ACK, no RST) may end this TIME-WAIT and open a new incarnation.
+
+        RFC 6191 §2, with "the last timestamp / sequence number seen on the
+        previous incarnation" being TS.Recent and RCV.NXT:
+
+        * the new incarnation would use timestamps (the SYN has TSopt and we
+          enable them) and the old one did: SEG.TSval > TS.Recent, or equal
+          and SEG.SEQ > RCV.NXT;
+        * the new one would not use timestamps but the old one did: honour;
+        * the old one did not: SEG.SEQ > RCV.NXT (RFC 1122 §4.2.2.13, which
+          RFC 6191 keeps for this case; Linux applies it also when only the
+          new SYN carries timestamps, and so do we).
+
+        Otherwise the SYN gets what a SYN in a synchronized state gets: PAWS,
+        the sequence check, and the RFC 5961 §4.2 challenge ACK (RFC 6191
+        says "silently drop"; RFC 9293 §3.10.7.4's fourth step, which cites
+        RFC 5961, takes precedence here as it did before; the challenge ACK
+        also lets a peer whose SYN is legitimate reset the TIME-WAIT TCB
+        with the RST its SYN-SENT state answers it with).
+        """
+        seq_newer = 0 < ((f.seq - self.rcv_nxt) & _MASK) < _HALF
+        new_ts = f.ts_val >= 0 and self.cfg.timestamps
+        if self.ts_ok:
+            if not new_ts:
+                return True
+            d = (f.ts_val - self.ts_recent) & _MASK
+            return 0 < d < _HALF or (d == 0 and seq_newer)
+        return seq_newer
 
     def _established(self, now: int) -> None:
         if self._retransmitted and self.srtt is None:
@@ -979,13 +1026,13 @@ class TcpConnection:
         self.snd_una = ack
         if ((self.snd_nxt - ack + _HALF) & _MASK) - _HALF < 0:
             self.snd_nxt = ack  # data the go-back-N resend had not reached yet
-        # RTT (RFC 6298 §2, §3): one timed segment at a time, never a
-        # retransmitted one (Karn's algorithm), in µs.  Deviation: RFC 7323
-        # §4.1 allows samples from TSecr; with RFC 7323 §4.3's echo rules an
-        # ACK after a long recovery echoes a TSval from before it, and such
-        # samples inflated SRTT to seconds under heavy loss in simulation, so
-        # timestamps serve PAWS only.
-        if self._rtt_seq is not None and _d(ack, self._rtt_seq) >= 0:
+        # RTT measurement.  With timestamps, RTTM (RFC 7323 §4): a sample
+        # from every ACK that advances SND.UNA (§4.1), weighted per
+        # Appendix G; without them, Karn's algorithm (RFC 6298 §3): one timed
+        # segment at a time, never a retransmitted one.
+        if self.ts_ok:
+            self._rttm(now, f, ack, acked)
+        elif self._rtt_seq is not None and _d(ack, self._rtt_seq) >= 0:
             self._rtt_sample(now - self._rtt_time)
             self._rtt_seq = None
         self._backoff = 0
@@ -1039,18 +1086,91 @@ class TcpConnection:
                 self._arm_rtx(now)
         self.layer._mark(self)
 
-    def _rtt_sample(self, r: int) -> None:
-        """RFC 6298 §2.2-2.4 with alpha 1/8, beta 1/4; RTO clamped to [min_rto, max_rto]."""
+    def _rttm(self, now: int, f, ack: int, acked: int) -> None:
+        """One RTT sample per ACK that advances SND.UNA (RFC 7323 §4.1), timestamps negotiated.
+
+        Called only from :meth:`_ack_advance`, so never for a duplicate ACK
+        (RFC 7323 §4.1: "only if it acknowledges some new data, i.e., only
+        if it advances the left edge of the send window").  The sample is the
+        µs timing of the Karn-timed segment when this ACK covers it (the
+        finer clock, as Linux prefers), else the age of the echoed TSecr in
+        timestamp ticks (RFC 7323 §3.2: TSecr is valid since ACK is set).
+
+        Why SRTT once inflated to tens of seconds under 10% loss (and what
+        is done about it).  The receiver's echo rules make some samples
+        conservative on purpose (RFC 7323 §4.3: TS.Recent is taken only
+        from a segment with SEG.SEQ =< Last.ACK.sent, and §5.3 R2 rejects
+        an old duplicate before R3 could record its TSval): the echo is the
+        TSval of the last segment that advanced the peer's RCV.NXT.  After
+        a hole (§4.3 case C) the sample spans the recovery, an RFC-intended
+        overestimate that Appendix G's weighting dilutes among the window's
+        samples.  After a retransmission timeout whose cause was a lost ACK
+        (the peer had the data), the ACK to the retransmitted duplicate
+        echoes the *original* transmission's TSval (RFC 3522 §2's spurious
+        retransmission), so the sample is RTO + RTT: the backed-off timer
+        itself.  Fed into SRTT (the old code did so at full weight, one
+        sample per ACK) it raises RTO, which makes the next such sample
+        larger -- the feedback that reached tens of seconds.  That is the
+        ambiguity Karn's algorithm exists for (RFC 6298 §3: a backed-off RTO
+        must not become a sample), so the same rule is applied to echoes:
+        a TSecr older than our TSval at the last RTO is not sampled
+        (``_rto_tsval``), until an echo of a later transmission arrives.
+        Samples are never taken from duplicate ACKs (RFC 7323 §4.1), and the
+        receiving side updates TS.Recent only per §4.3 (never from an
+        out-of-order or out-of-window segment), as :meth:`segment` does.
+        """
+        if self._rtt_seq is not None and _d(ack, self._rtt_seq) >= 0:
+            r = now - self._rtt_time
+            self._rtt_seq = None
+        elif f.ts_val >= 0:
+            ecr = f.ts_ecr
+            ticks = (now // TS_TICK_US + self.ts_offset - ecr) & _MASK
+            if ticks >= _HALF:
+                return  # an echo from the future: not a TSval we sent
+            mark = self._rto_tsval
+            if mark is not None:
+                if ((ecr - mark) & _MASK) >= _HALF:
+                    return  # echoes a transmission from before our last RTO: see above
+                self._rto_tsval = None
+            r = ticks * TS_TICK_US
+        else:
+            return  # PAWS let a segment without TSopt through (a RST): no sample
+        # RFC 7323 Appendix G: ExpectedSamples = ceil(FlightSize / (2*SMSS)),
+        # FlightSize being what was outstanding when this ACK arrived.
+        flight = (self.snd_max - ack + acked) & _MASK
+        per = 2 * self.mss
+        self._rtt_sample(r, (flight + per - 1) // per)
+
+    def _rtt_sample(self, r: int, samples: int = 1) -> None:
+        """RFC 6298 §2.2-2.4, RTO clamped to [min_rto, max_rto]; in µs.
+
+        ``samples`` is RFC 7323 Appendix G's ExpectedSamples: alpha' =
+        alpha/ExpectedSamples and beta' = beta/ExpectedSamples (alpha 1/8,
+        beta 1/4), so the ~FlightSize/(2*SMSS) samples of one window move
+        SRTT and RTTVAR about as much as RFC 6298's one sample per RTT.
+        With ``samples`` 1 (Karn's one timed segment per RTT) these are
+        RFC 6298 §2.3's formulas.  RTTVAR is updated first, with the old
+        SRTT (RFC 6298 §2.3).  Integer µs, rounded to nearest.
+        """
         if r < 0:
             return
-        if self.srtt is None:
-            self.srtt = r
+        srtt = self.srtt
+        if srtt is None:
+            self.srtt = srtt = r  # RFC 6298 §2.2: the first sample
             self.rttvar = r // 2
         else:
-            delta = self.srtt - r
-            self.rttvar = (3 * self.rttvar + (delta if delta > 0 else -delta)) // 4
-            self.srtt = (7 * self.srtt + r) // 8
-        rto = self.srtt + max(1, 4 * self.rttvar)  # G: the clock is in µs
+            if samples < 1:
+                samples = 1
+            delta = srtt - r
+            if delta < 0:
+                delta = -delta
+            # RTTVAR <- (1 - beta') * RTTVAR + beta' * |SRTT - R'|
+            d = 4 * samples
+            self.rttvar += ((delta - self.rttvar) * 2 + d) // (2 * d)
+            # SRTT <- (1 - alpha') * SRTT + alpha' * R'
+            d = 8 * samples
+            self.srtt = srtt = srtt + ((r - srtt) * 2 + d) // (2 * d)
+        rto = srtt + max(1, 4 * self.rttvar)  # G: the clock is in µs
         cfg = self.cfg
         self.rto = cfg.min_rto if rto < cfg.min_rto else (cfg.max_rto if rto > cfg.max_rto else rto)
 

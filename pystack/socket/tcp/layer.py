@@ -80,6 +80,7 @@ COUNTERS = (
     "tcp.persist_probes", "tcp.sws_override", "tcp.window_shrunk", "tcp.zero_window_drop",
     "tcp.keepalive_probes", "tcp.keepalive_timeout", "tcp.user_timeout", "tcp.syn_timeout",
     "tcp.time_wait_expired", "tcp.fin_wait2_timeout", "tcp.simultaneous_open",
+    "tcp.time_wait_reopened",  # a new SYN ended TIME-WAIT early (RFC 6191 §2)
     "tcp.close_unread_rst", "tcp.linger_abort", "tcp.data_after_close",
     "tcp.urgent_received", "tcp.wscale_clamped",
     "tcp.icmp_soft_errors", "tcp.icmp_aborts", "tcp.icmp_out_of_window", "tcp.icmp_unmatched",
@@ -488,7 +489,27 @@ class TcpLayer:
                 last_key = None
                 self._handle(iface, now, ip, payload)
 
-    def _in_listen(self, now: int, lst, src: int, f, data) -> None:
+    def _reopen_time_wait(self, conn: TcpConnection, now: int, f, data) -> bool:
+        """A SYN that RFC 6191 §2 lets reopen ``conn`` (TIME-WAIT): close it, answer from the listener.
+
+        Only when a listener owns the port (otherwise there is nothing to
+        open, and the TIME-WAIT TCB answers as usual); returns whether the
+        SYN was taken.  The new ISS exceeds the old incarnation's highest
+        sequence number (RFC 1122 §4.2.2.13 (1)).  Deviation: RFC 1122's
+        "(2) returns to TIME-WAIT state if the SYN turns out to be an old
+        duplicate" is not done -- the old TCB is gone; PAWS and the
+        greater-sequence rule make an old duplicate SYN very unlikely.
+        """
+        lst = self._listeners.get(conn.local_port)
+        if lst is None:
+            return False
+        self.stats.incr("tcp.time_wait_reopened")
+        above = conn.snd_max
+        conn._set_state(State.CLOSED, now)
+        self._in_listen(now, lst, conn.remote_ip, f, data, above)
+        return True
+
+    def _in_listen(self, now: int, lst, src: int, f, data, above: int | None = None) -> None:
         """RFC 9293 §3.10.7.2 LISTEN STATE."""
         flags = f.tcp_flags
         stats = self.stats
@@ -511,7 +532,7 @@ class TcpLayer:
             return
         conn = self._new_connection(f.dport, src, f.sport, lst)
         stats.incr("tcp.passive_opens")
-        conn.passive_open(now, f, lst)
+        conn.passive_open(now, f, lst, above)
         lst._syn_q.add(conn)
         # Data or FIN in the SYN is not kept (the peer retransmits it after
         # the handshake); RFC 9293 §3.10.7.2 allows queueing, MAY not MUST.
