@@ -303,7 +303,11 @@ def test_2000_sequential_connections_leave_nothing_behind(tcpd):
     st = wait_for(lambda: (s := tcpd.status()) and not connections(s) and s, 10 + 4 * MSL_S,
                   "pystack's connections to go")
     tcpc = st["counters"]["tcp"]
-    assert tcpc["time_wait_expired"] >= n // 2, {k: v for k, v in tcpc.items() if v}
+    # Each of the n // 2 connections pystack closed first went through TIME-WAIT and
+    # left it by expiry, or early when the kernel reused its port for a new SYN
+    # with a newer timestamp (RFC 6191; counted as reopened).
+    left = tcpc["time_wait_expired"] + tcpc.get("time_wait_reopened", 0)
+    assert left >= n // 2, {k: v for k, v in tcpc.items() if v}
     # The kernel shows none in CLOSE-WAIT (each closed its end after pystack's FIN).
     states = kernel_tcp_states(tcpd.netns)
     assert CLOSE_WAIT not in states, states
