@@ -63,19 +63,13 @@ from enum import IntEnum
 from pystack.socket.tcp.congestion import CongestionControl
 from pystack.storage.assembler import Assembler
 from pystack.wire.headers import emit_tcp
+from pystack.wire.tcp import ACK, FIN, PSH, RST, SYN, URG  # control bits, RFC 9293 §3.1 (layer.py imports them from here)
 
 log = logging.getLogger("pystack.tcp")
 
 _MASK = 0xFFFFFFFF
 _HALF = 1 << 31
 
-# Control bits (RFC 9293 §3.1).
-FIN = 0x01
-SYN = 0x02
-RST = 0x04
-PSH = 0x08
-ACK = 0x10
-URG = 0x20
 
 #: RFC 9293 §3.7.1 / MUST-15: the send MSS when the peer sends no MSS option.
 DEFAULT_MSS = 536
