@@ -12,7 +12,10 @@ TCP services (repeatable; each port once): ``--tcp-echo PORT`` (RFC 862),
 file, SIZE bytes of the RFC 864 pattern -- ``64KiB``, ``1M``, ``1000000`` --
 or, with neither, the pattern until the client closes; a FILE whose name
 reads as a size is written ``./64K``), ``--tcp-sink PORT[:DIR]`` (one file
-per connection in DIR, or only counted and hashed).
+per connection in DIR, or only counted and hashed), ``--http PORT[:DIR]``
+(HTTP/1.1 GET/HEAD of the files under DIR, :mod:`pystack.services.http`).
+
+``pystack demo`` is the README's main job (:mod:`pystack.runtime.demo`).
 
 ``pystack send HOST PORT FILE`` / ``pystack recv HOST PORT FILE`` run a
 stack of their own on a TAP (the same --netns/--tap/--ip/--host-ip options
@@ -126,6 +129,15 @@ def _sink(text: str) -> tuple[int, str | None]:
     port = _int_range(1, 65535, "--tcp-sink port")(port_text)
     if sep and not rest:
         raise argparse.ArgumentTypeError(f"--tcp-sink {text!r}: nothing after ':' (PORT[:DIR])")
+    return port, rest or None
+
+
+def _http(text: str) -> tuple[int, str | None]:
+    """``PORT`` or ``PORT:DIR`` -> (port, directory)."""
+    port_text, sep, rest = text.partition(":")
+    port = _int_range(1, 65535, "--http port")(port_text)
+    if sep and not rest:
+        raise argparse.ArgumentTypeError(f"--http {text!r}: nothing after ':' (PORT[:DIR])")
     return port, rest or None
 
 
@@ -243,6 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--tcp-sink", metavar="PORT[:DIR]", type=_sink, action="append", default=[],
                     help="read each client to its end, writing it to DIR/sink-PORT-N.bin (one file per "
                          "connection) or only hashing it; logs bytes, MB/s, SHA-256 (repeatable)")
+    up.add_argument("--http", metavar="PORT[:DIR]", type=_http, action="append", default=[],
+                    help="HTTP/1.1 static file service (GET, HEAD, keep-alive) of the files under DIR "
+                         "(default: the current directory) on PORT (repeatable)")
     up.add_argument("--control", metavar="PATH", default=DEFAULT_PATH,
                     help=f"control socket for `pystack status` (default: {DEFAULT_PATH})")
     _run_options(up)
@@ -262,6 +277,16 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--connect-timeout", metavar="SECONDS", type=_seconds_arg("--connect-timeout", 0.1, 600),
                        default=10.0, help="give up when not connected after this long (default: 10)")
         _run_options(p)
+
+    demo = sub.add_parser(
+        "demo", help="the main job: a file through pystack TCP each way with nc, beside the kernel's TCP",
+        description="Create a namespace and TAP, start `pystack up` there with a TCP sink and source, move "
+                    "a random file with nc kernel -> pystack and pystack -> kernel, check SHA-256 both ways, "
+                    "print MB/s beside the kernel's own TCP over a veth pair (offloads off), and remove "
+                    "everything (also on Ctrl-C or SIGTERM).  Needs root, /dev/net/tun, nc "
+                    "(netcat-openbsd) and nsenter; installs missing Debian packages when it can.")
+    demo.add_argument("--size", metavar="SIZE", default="10MiB", help="bytes to move each way (default: 10MiB)")
+    demo.add_argument("--no-install", action="store_true", help="never run apt-get; only say what is missing")
 
     st = sub.add_parser("status", help="show a running daemon's counters, ARP table and sockets",
                         description="Ask a running `pystack up` for its state over its control socket.")
@@ -296,14 +321,15 @@ def _daemon_config(args):
         seen: dict[int, str] = {}
         for opt, ports in (("--tcp-echo", args.tcp_echo), ("--tcp-discard", args.tcp_discard),
                            ("--tcp-source", [p for p, _, _ in args.tcp_source]),
-                           ("--tcp-sink", [p for p, _ in args.tcp_sink])):
+                           ("--tcp-sink", [p for p, _ in args.tcp_sink]),
+                           ("--http", [p for p, _ in args.http])):
             for port in ports:
                 if port in seen:
                     raise UsageError(prog, f"TCP port {port} is given twice ({seen[port]} and {opt})")
                 seen[port] = opt
         services = dict(udp_echo=list(args.udp_echo), tcp_echo=list(args.tcp_echo),
                         tcp_discard=list(args.tcp_discard), tcp_source=list(args.tcp_source),
-                        tcp_sink=list(args.tcp_sink), control=args.control)
+                        tcp_sink=list(args.tcp_sink), http=list(args.http), control=args.control)
     else:
         services = dict(control=None)
     msl = None if args.tcp_msl is None else max(1, round(args.tcp_msl * 1e6))
@@ -456,6 +482,16 @@ def cmd_transfer(args) -> int:
         _say(f"{args.host}:{args.port}: {rec['error']}")
         return code or EXIT_ERROR
     return code
+
+
+def cmd_demo(args) -> int:
+    from pystack.runtime import demo
+    from pystack.services.tcp import parse_size
+
+    size = parse_size(args.size)
+    if size is None or not 1 <= size <= 1 << 34:
+        raise UsageError(f"{PROG} demo", f"--size {args.size!r} is not a size in 1..16GiB (like 10MiB)")
+    return demo.main(size, install=not args.no_install)
 
 
 def cmd_status(args) -> int:
@@ -653,11 +689,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
         if args.command is None:
-            raise UsageError(PROG, f"a command is needed: up, status, send or recv (see {PROG} --help)")
+            raise UsageError(PROG, f"a command is needed: up, status, send, recv or demo (see {PROG} --help)")
         if args.command == "up":
             return cmd_up(args)
         if args.command == "status":
             return cmd_status(args)
+        if args.command == "demo":
+            return cmd_demo(args)
         return cmd_transfer(args)
     except UsageError as exc:
         print(exc, file=sys.stderr)

@@ -8,7 +8,8 @@ Owns the composition, not the pieces: a :class:`~pystack.runtime.tapsetup.TapSet
 (the capture and the trace show the frames that really crossed the TAP;
 the faults act between them and the stack), the sans-I/O
 :class:`~pystack.iface.interface.Interface`, the services (UDP echo; TCP
-echo, discard, source and sink from :mod:`pystack.services.tcp`), the
+echo, discard, source and sink from :mod:`pystack.services.tcp`; the HTTP
+file service from :mod:`pystack.services.http`), the
 :class:`~pystack.runtime.loop.Loop`, and the control socket answering
 ``status``.  The client commands (``pystack send`` / ``recv``) run the same
 composition with no control socket and one client service of their own
@@ -75,6 +76,8 @@ class DaemonConfig:
     tcp_source: list[tuple[int, str | None, int | None]] = field(default_factory=list)
     #: (port, directory or None): one file per connection in the directory, or hash-only.
     tcp_sink: list[tuple[int, str | None]] = field(default_factory=list)
+    #: (port, directory or None): HTTP/1.1 GET/HEAD of the files there (None: the current directory).
+    http: list[tuple[int, str | None]] = field(default_factory=list)
     #: TCP's MSL in µs (TIME-WAIT lasts 2*MSL, RFC 9293 §3.6.1); None: TcpConfig's default (30 s).
     tcp_msl: int | None = None
     #: TCP's minimum RTO in µs (RFC 6298 §2.4); None: TcpConfig's default (200 ms).
@@ -87,7 +90,7 @@ class DaemonConfig:
         return ([f"udp-echo:{p}" for p in self.udp_echo] + [f"tcp-echo:{p}" for p in self.tcp_echo]
                 + [f"tcp-discard:{p}" for p in self.tcp_discard]
                 + [f"tcp-source:{p}" for p, _, _ in self.tcp_source]
-                + [f"tcp-sink:{p}" for p, _ in self.tcp_sink])
+                + [f"tcp-sink:{p}" for p, _ in self.tcp_sink] + [f"tcp-http:{p}" for p, _ in self.http])
 
 
 class Daemon:
@@ -237,6 +240,16 @@ class Daemon:
                 except OSError as exc:
                     lst.close()
                     raise SetupError(f"--tcp-sink {port}: cannot write in {directory}: "
+                                     f"{exc.strerror or exc}") from None
+            for port, directory in cfg.http:
+                from pystack.services.http import HttpService
+
+                lst = tcp.listen(layer, port)
+                try:
+                    out.append(HttpService(lst, directory=directory))
+                except OSError as exc:
+                    lst.close()
+                    raise SetupError(f"--http {port}: cannot serve {directory or os.getcwd()}: "
                                      f"{exc.strerror or exc}") from None
         except OSError as exc:  # EADDRINUSE: the same port twice
             raise SetupError(f"TCP service: {exc.strerror or exc}") from None
