@@ -28,6 +28,7 @@ import os
 import select
 import socket
 import stat
+import struct
 from collections.abc import Callable
 
 log = logging.getLogger("pystack.control")
@@ -36,8 +37,11 @@ log = logging.getLogger("pystack.control")
 DEFAULT_PATH = "/run/pystack.sock"
 #: A command line longer than this is refused (the protocol's commands are words).
 MAX_REQUEST = 1024
-#: Connections served at once; a new one beyond this closes the oldest.
-MAX_CONNECTIONS = 16
+#: Connections served at once.  Beyond this the server stops accepting and the
+#: kernel's listen backlog holds the rest until a slot frees: every client is
+#: answered, none is cut off.  (The socket is its owner's only, mode 0600, so
+#: clients that connect and stay silent can only come from that owner.)
+MAX_CONNECTIONS = 64
 
 
 class ControlError(Exception):
@@ -81,6 +85,7 @@ class ControlServer:
         self.requests = 0
         self._conns: dict[int, _Conn] = {}
         self._sock = self._listen(self.path)
+        self._accepting = True
         loop.watch(self._sock.fileno(), self._on_accept)
 
     @staticmethod
@@ -114,11 +119,16 @@ class ControlServer:
             raise
         finally:
             os.umask(old)
-        sock.listen(8)
+        sock.listen(128)
         return sock
 
     def _on_accept(self, events: int) -> None:
         while True:
+            if len(self._conns) >= MAX_CONNECTIONS:
+                # Full: leave the rest in the listen backlog; _drop resumes us.
+                self.loop.unwatch(self._sock.fileno())
+                self._accepting = False
+                return
             try:
                 conn, _ = self._sock.accept()
             except (BlockingIOError, InterruptedError):
@@ -127,8 +137,6 @@ class ControlServer:
                 log.warning("control: accept failed: %s", exc)
                 return
             conn.setblocking(False)
-            if len(self._conns) >= MAX_CONNECTIONS:
-                self._drop(next(iter(self._conns)))
             fd = conn.fileno()
             self._conns[fd] = _Conn(conn)
             self.loop.watch(fd, lambda ev, fd=fd: self._on_conn(fd, ev))
@@ -197,13 +205,18 @@ class ControlServer:
                     if not c.sock.recv(65536):
                         break
             c.sock.close()
+            if not self._accepting and self._sock.fileno() >= 0:
+                self._accepting = True
+                self.loop.watch(self._sock.fileno(), self._on_accept)
 
     def close(self) -> None:
         """Close every connection and the listener, and remove the socket file."""
+        if self._sock.fileno() >= 0:
+            self.loop.unwatch(self._sock.fileno())  # unknown fds are ignored
+        self._accepting = True  # so the drops below do not watch the listener again
         for fd in list(self._conns):
             self._drop(fd)
         if self._sock.fileno() >= 0:
-            self.loop.unwatch(self._sock.fileno())
             self._sock.close()
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.path)
@@ -223,10 +236,17 @@ def request(path: str = DEFAULT_PATH, command: str = "status", timeout: float = 
     reports an error.
     """
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-    sock.settimeout(timeout)
+    # Connect in blocking mode bounded by SO_SNDTIMEO: an AF_UNIX connect then
+    # waits for room in a busy daemon's listen backlog, where one made with a
+    # Python timeout (a non-blocking socket) fails at once with EAGAIN.
+    sec = int(timeout)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", sec, int((timeout - sec) * 1e6)))
     try:
         try:
             sock.connect(path)
+            sock.settimeout(timeout)
+        except BlockingIOError:
+            raise ControlError(f"the daemon on {path} did not accept within {timeout:g} s") from None
         except (FileNotFoundError, ConnectionRefusedError):
             raise ControlError(f"no pystack daemon answers on {path} (is `pystack up` running? "
                                "see --control)") from None

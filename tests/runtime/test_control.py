@@ -11,7 +11,7 @@ import threading
 import pytest
 
 from pystack.phy.pipe import Pipe
-from pystack.runtime.control import ControlError, ControlServer, request
+from pystack.runtime.control import MAX_CONNECTIONS, ControlError, ControlServer, request
 from pystack.runtime.loop import Loop
 
 WAIT_S = 5.0
@@ -90,19 +90,32 @@ def test_a_silent_client_does_not_block_others(served):
         idle.close()
 
 
-def test_many_clients_at_once(served):
+@pytest.mark.parametrize("clients", [20, 3 * MAX_CONNECTIONS])
+def test_many_clients_at_once(served, clients):
+    """More clients than MAX_CONNECTIONS at once: every one gets its answer.
+
+    The server once closed the oldest connection when full, so clients beyond
+    the limit read an empty answer ("not JSON"); now the listen backlog holds
+    them until a slot frees.
+    """
     path = served[0]
-    results = []
+    results, errors = [], []
+    go = threading.Barrier(clients)
 
     def ask():
-        results.append(request(path, "status")["answer"])
+        go.wait(WAIT_S)
+        try:
+            results.append(request(path, "status")["answer"])
+        except Exception as exc:  # reported below with the count
+            errors.append(repr(exc))
 
-    threads = [threading.Thread(target=ask) for _ in range(20)]
+    threads = [threading.Thread(target=ask) for _ in range(clients)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(WAIT_S)
-    assert results == [42] * 20
+    assert errors == []
+    assert results == [42] * clients
 
 
 def test_overlong_request_is_refused(served):
