@@ -38,12 +38,13 @@ import contextlib
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import time
 
 import pytest
+
+from pystack.runtime.procs import stop
 
 SIZE = 64 * 1024 * 1024
 ROUNDS = int(os.environ.get("PYSTACK_BENCH_TCP_ROUNDS", "3"))
@@ -99,16 +100,6 @@ def _helper(netns: str, *args: str) -> subprocess.Popen:
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
     assert proc.stdout.readline() == "ready\n", "helper did not start"
     return proc
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
 
 
 def _offloads_off(ns, ifname: str) -> list[str]:
@@ -211,9 +202,9 @@ class PystackSide:
         self.loop = Loop(self.setup.device, self.iface)
         stack.callback(self.loop.close)
         self.client = _helper(self.netns, "client")
-        stack.callback(_stop, self.client)
+        stack.callback(stop, self.client)
         self.server = _helper(self.netns, "server", "10.77.0.1", str(SOURCE_PORT))
-        stack.callback(_stop, self.server)
+        stack.callback(stop, self.server)
         self.listener = self.iface.tcp.socket()
         self.listener.bind(("", SINK_PORT))
         self.listener.listen(8)
@@ -279,9 +270,9 @@ class KernelSide:
                 ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
         self.offloads = {vb: _offloads_off(nb, vb), vc: _offloads_off(nc, vc)}
         self.server = _helper(nc.name, "server", "10.78.0.2", str(SINK_PORT))
-        stack.callback(_stop, self.server)
+        stack.callback(stop, self.server)
         self.client = _helper(nb.name, "client")
-        stack.callback(_stop, self.client)
+        stack.callback(stop, self.client)
 
     def transfer(self) -> None:
         self.client.stdin.write(f"send 10.78.0.2 {SINK_PORT} {SIZE}\n")

@@ -54,6 +54,8 @@ import sys
 import tempfile
 import time
 
+from pystack.runtime.procs import kernel_listening, stop, wait_until
+
 STACK_IP, HOST_IP = "10.77.0.2", "10.77.0.1"
 VETH_A, VETH_B = "10.78.0.1", "10.78.0.2"
 SINK_PORT, SOURCE_PORT, VETH_PORT = 5001, 5002, 5003
@@ -68,6 +70,11 @@ PACKAGES = {"nc": "netcat-openbsd", "nsenter": "util-linux"}
 
 class DemoError(Exception):
     """A need not met or a step failed: one line for the user."""
+
+
+def _wait(cond, timeout: float, what: str):
+    """Poll ``cond`` (no event exists for these conditions) as a DemoError-raising wait."""
+    return wait_until(cond, timeout, what, error=DemoError)
 
 
 def say(text: str) -> None:
@@ -146,27 +153,6 @@ def sha256_file(path: str) -> str:
     return h.hexdigest()
 
 
-def _listening(netns: str, port: int) -> bool:
-    """Is a TCP socket listening on ``port`` in ``netns`` (/proc/net/tcp, state 0A)?"""
-    out = subprocess.run(["nsenter", f"--net=/run/netns/{netns}", "cat", "/proc/net/tcp"],
-                         capture_output=True, text=True, timeout=10)
-    want = f":{port:04X}"
-    return any(f[1].endswith(want) and f[3] == "0A"
-               for f in (line.split() for line in out.stdout.splitlines()[1:]) if len(f) > 3)
-
-
-def _wait(cond, timeout: float, what: str, interval: float = 0.02):
-    """Poll ``cond()`` (no event exists for these conditions); bounded by ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise DemoError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(interval)
-
-
 def _offloads_off(netns: str, ifname: str) -> None:
     """TSO, GSO, GRO, scatter-gather and checksum offloads off on ``ifname`` (pyroute2 ethtool)."""
     from pyroute2 import netns as pnetns
@@ -231,15 +217,6 @@ class Demo:
         if code != 0:
             err = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
             raise DemoError(f"{what} failed (exit {code}){': ' + err if err else ''}")
-
-    def _stop(self, proc: subprocess.Popen) -> None:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=15)
 
     # steps
 
@@ -331,7 +308,7 @@ class Demo:
         with open(out, "wb") as f:
             listener = self._popen(b, ["nc", "-l", str(VETH_PORT)], stdin=subprocess.DEVNULL, stdout=f,
                                    stderr=subprocess.PIPE)
-        _wait(lambda: listener.poll() is not None or _listening(b, VETH_PORT), 10, "nc -l to listen")
+        _wait(lambda: listener.poll() is not None or kernel_listening(b, VETH_PORT), 10, "nc -l to listen")
         t0 = time.monotonic()
         with open(path, "rb") as f:
             sender = self._popen(a, ["nc", "-N", VETH_B, str(VETH_PORT)], stdin=f, stdout=subprocess.DEVNULL,
@@ -369,10 +346,10 @@ class Demo:
         """Remove everything by name, whatever happened; idempotent."""
         for proc in reversed(self.procs):
             with contextlib.suppress(Exception):
-                self._stop(proc)
+                stop(proc)
         if self.daemon is not None:
             with contextlib.suppress(Exception):
-                self._stop(self.daemon)  # it removes its TAP and namespace itself
+                stop(self.daemon)  # it removes its TAP and namespace itself
         for name in (self.netns, *self.veth_ns):
             _remove_netns(name)  # the veth pair goes with its namespaces
         if self.tmp is not None:

@@ -7,7 +7,6 @@ Needs root, /dev/net/tun, ``curl``, ``wget`` and ``nsenter`` (ci/common.sh insta
 from __future__ import annotations
 
 import hashlib
-import os
 import subprocess
 
 import pytest

@@ -31,6 +31,7 @@ from pathlib import Path
 import pytest
 
 from conftest import netns_available, require
+from pystack.runtime.procs import stop as stop_process
 
 pytestmark = pytest.mark.netns
 
@@ -124,18 +125,6 @@ def start_daemon(args: list[str], control: str, log: Path, prefix: list[str] = (
             raise AssertionError(f"pystack up did not answer on {control} within {START_S} s:\n"
                                  f"{log.read_text()}")
         time.sleep(0.02)  # no event for "a socket file appeared"; bounded by START_S
-
-
-def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> int:
-    """Stop a process we started, by its PID: ``sig``, then SIGKILL after a bound."""
-    if proc.poll() is None:
-        proc.send_signal(sig)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=15)
-    return proc.returncode
 
 
 def remove_netns(name: str) -> None:

@@ -28,8 +28,10 @@ from pathlib import Path
 
 import pytest
 
-from test_kernel_tap import (HOST_IP, ROOT, STACK_IP, Daemon, _need, _unique, in_ns, inside, remove_netns,
-                             start_daemon, stop_process)
+from pystack.runtime.procs import TCP_CLOSE_WAIT, TCP_LISTEN, kernel_tcp_sockets, wait_until
+from pystack.runtime.procs import stop as stop_process
+from test_kernel_tap import (HOST_IP, ROOT, STACK_IP, Daemon, _need, _unique, inside, remove_netns,
+                             start_daemon)
 
 pytestmark = pytest.mark.netns
 
@@ -66,28 +68,6 @@ def nc(netns: str, *args: str, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
     """netcat-openbsd inside ``netns``; ``-N``: shutdown(SHUT_WR) after stdin's end (a FIN)."""
     return subprocess.run(["nsenter", f"--net=/run/netns/{netns}", "nc", *args], stdin=stdin, stdout=stdout,
                           stderr=subprocess.PIPE, timeout=timeout)
-
-
-def kernel_tcp_states(netns: str) -> list[str]:
-    """The kernel's TCP sockets in ``netns``: /proc/net/tcp's ``st`` column (hex, include/net/tcp_states.h)."""
-    out = in_ns(netns, "cat", "/proc/net/tcp")
-    assert out.returncode == 0, out.stderr
-    return [line.split()[3] for line in out.stdout.splitlines()[1:] if line.strip()]
-
-
-CLOSE_WAIT, LISTEN = "08", "0A"
-
-
-def wait_for(cond, timeout: float, what: str, interval: float = 0.05):
-    """Poll ``cond()`` until true (no event exists for these conditions); bounded."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
 
 
 def service(status: dict, name: str) -> dict:
@@ -145,7 +125,7 @@ def _sink_one(d: Daemon, files, size: int):
         out = nc(d.netns, "-N", STACK_IP, str(SINK), stdin=f)
     secs = time.monotonic() - t0
     assert out.returncode == 0, out.stderr
-    st = wait_for(lambda: (s := d.status()) and service(s, f"tcp-sink:{SINK}")["completed"] > before and s,
+    st = wait_until(lambda: (s := d.status()) and service(s, f"tcp-sink:{SINK}")["completed"] > before and s,
                   30, "the sink to finish")
     rec = service(st, f"tcp-sink:{SINK}")["recent"][-1]
     assert rec["error"] is None, rec
@@ -188,7 +168,7 @@ def test_discard_takes_everything(tcpd):
     out = subprocess.run(["nsenter", f"--net=/run/netns/{tcpd.netns}", "nc", "-N", STACK_IP, str(DISCARD)],
                          input=data, capture_output=True, timeout=XFER_S)
     assert out.returncode == 0 and out.stdout == b"", out.stderr
-    st = wait_for(lambda: (s := tcpd.status()) and service(s, f"tcp-discard:{DISCARD}")["completed"] and s,
+    st = wait_until(lambda: (s := tcpd.status()) and service(s, f"tcp-discard:{DISCARD}")["completed"] and s,
                   30, "discard to finish")
     assert service(st, f"tcp-discard:{DISCARD}")["bytes_in"] == len(data)
 
@@ -264,7 +244,7 @@ def _echo_many(netns: str, n: int, size: int) -> None:
 def test_100_concurrent_echo_connections(tcpd):
     before = service(tcpd.status(), f"tcp-echo:{ECHO}")
     _echo_many(tcpd.netns, 100, 20_000)
-    st = wait_for(lambda: (s := tcpd.status()) and service(s, f"tcp-echo:{ECHO}")["completed"]
+    st = wait_until(lambda: (s := tcpd.status()) and service(s, f"tcp-echo:{ECHO}")["completed"]
                   >= before["completed"] + 100 and s, 30, "the echoes to finish")
     svc = service(st, f"tcp-echo:{ECHO}")
     assert svc["failed"] == before["failed"]
@@ -300,7 +280,7 @@ def test_2000_sequential_connections_leave_nothing_behind(tcpd):
     secs = time.monotonic() - t0
     print(f"{n} sequential connections in {secs:.1f} s ({n / secs:.0f}/s)")
     # TIME-WAIT (2 * MSL = 1 s) expires: pystack holds no connection.
-    st = wait_for(lambda: (s := tcpd.status()) and not connections(s) and s, 10 + 4 * MSL_S,
+    st = wait_until(lambda: (s := tcpd.status()) and not connections(s) and s, 10 + 4 * MSL_S,
                   "pystack's connections to go")
     tcpc = st["counters"]["tcp"]
     # Each of the n // 2 connections pystack closed first went through TIME-WAIT and
@@ -309,8 +289,8 @@ def test_2000_sequential_connections_leave_nothing_behind(tcpd):
     left = tcpc["time_wait_expired"] + tcpc.get("time_wait_reopened", 0)
     assert left >= n // 2, {k: v for k, v in tcpc.items() if v}
     # The kernel shows none in CLOSE-WAIT (each closed its end after pystack's FIN).
-    states = kernel_tcp_states(tcpd.netns)
-    assert CLOSE_WAIT not in states, states
+    states = [st for _, st in kernel_tcp_sockets(tcpd.netns)]
+    assert TCP_CLOSE_WAIT not in states, states
 
 
 # -- 10% loss both ways ------------------------------------------------------------------------
@@ -332,7 +312,7 @@ def test_16mib_each_way_with_10_percent_loss(tmp_path):
         with open(src, "rb") as f:
             out = nc(d.netns, "-N", STACK_IP, str(SINK), stdin=f, timeout=240)
         assert out.returncode == 0, out.stderr
-        st = wait_for(lambda: (s := d.status()) and service(s, f"tcp-sink:{SINK}")["completed"] and s,
+        st = wait_until(lambda: (s := d.status()) and service(s, f"tcp-sink:{SINK}")["completed"] and s,
                       60, "the sink to finish")
         t1 = time.monotonic()
         rec = service(st, f"tcp-sink:{SINK}")["recent"][-1]
@@ -373,7 +353,8 @@ def _nc_listen(netns: str, port: int, stdin, stdout) -> subprocess.Popen:
     proc = subprocess.Popen(["nsenter", f"--net=/run/netns/{netns}", "nc", *half_close, "-l", str(port)],
                             stdin=stdin, stdout=stdout, stderr=subprocess.PIPE)
     try:
-        wait_for(lambda: proc.poll() is not None or LISTEN in kernel_tcp_states(netns), 10, "nc -l to listen")
+        wait_until(lambda: proc.poll() is not None or any(st == TCP_LISTEN for _, st in kernel_tcp_sockets(netns)),
+                   10, "nc -l to listen")
     except BaseException:
         stop_process(proc)
         raise
