@@ -54,6 +54,7 @@ from dataclasses import dataclass
 from struct import Struct
 
 from pystack.errors import MalformedPacket
+from pystack.time import advance
 from pystack.iface.neighbor import NeighborCache
 from pystack.iface.reassembly import FragmentReassembler
 from pystack.socket.tcp.layer import TcpConfig, TcpLayer
@@ -132,12 +133,6 @@ COUNTERS = (
     "icmp.redirect_ignored", "icmp.source_quench_ignored",
     "icmp.ignored",  # echo replies, timestamps, unknown types (RFC 1122 §3.2.2)
 )
-
-
-def _check_now(now) -> int:
-    if type(now) is not int:
-        raise TypeError(f"now must be an int of microseconds, not {type(now).__name__}")
-    return now
 
 
 def _ip(name: str, value) -> int:
@@ -349,10 +344,7 @@ class Interface:
     # -- time -------------------------------------------------------------------------
 
     def _tick(self, now) -> None:
-        _check_now(now)
-        if now < self._now:
-            raise ValueError(f"now went backwards: {now} < {self._now}")
-        self._now = now
+        self._now = advance(self._now, now)
 
     # -- handlers ---------------------------------------------------------------------
 

@@ -58,6 +58,8 @@ from __future__ import annotations
 
 from collections import deque
 
+from pystack.time import advance
+
 COUNTERS = (
     "arp.expired",  # learned entries whose lifetime ended (RFC 1122 §2.3.2.1)
     "arp.evicted",  # learned entries removed to make room (max_entries)
@@ -136,11 +138,7 @@ class NeighborCache:
     # -- time -----------------------------------------------------------------
 
     def _advance(self, now) -> None:
-        if type(now) is not int:
-            raise TypeError(f"now must be an int of microseconds, not {type(now).__name__}")
-        if self._now is not None and now < self._now:
-            raise ValueError(f"now went backwards: {now} < {self._now}")
-        self._now = now
+        self._now = advance(self._now, now)
         dynamic = self._dynamic
         while dynamic:
             ip = next(iter(dynamic))

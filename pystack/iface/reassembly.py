@@ -80,6 +80,8 @@ from __future__ import annotations
 
 from bisect import bisect_right
 
+from pystack.time import advance
+
 #: Memory charged per stored piece on top of its bytes: a ``bytes`` object
 #: header (33 B), two ints (28 B each) and three list slots (8 B each).
 PIECE_COST = 128
@@ -225,11 +227,7 @@ class FragmentReassembler:
     # -- time -----------------------------------------------------------------
 
     def _advance(self, now) -> None:
-        if type(now) is not int:
-            raise TypeError(f"now must be an int of microseconds, not {type(now).__name__}")
-        if self._now is not None and now < self._now:
-            raise ValueError(f"now went backwards: {now} < {self._now}")
-        self._now = now
+        self._now = advance(self._now, now)
         datagrams = self._datagrams
         while datagrams:
             key = next(iter(datagrams))
