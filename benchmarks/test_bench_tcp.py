@@ -8,7 +8,7 @@ processes; also on failure or Ctrl-C, through ``with`` blocks and ``finally``):
   :class:`~pystack.runtime.tapsetup.TapSetup` (kernel side 10.77.0.1/24);
   pystack (10.77.0.2) runs *in this process*: a :class:`~pystack.runtime.loop.Loop`
   with the TapDevice and an Interface, and a service that drives the
-  sans-I/O :class:`~pystack.socket.tcp.socket.TcpSocket` API directly --
+  sans-I/O :class:`~pystack.transport.tcp.socket.TcpSocket` API directly --
   a listening sink that counts and discards everything (kernel -> pystack),
   or a source that sends 64 MiB and closes (pystack -> kernel).  The
   kernel's end is a plain Python socket in a helper process inside A

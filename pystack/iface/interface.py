@@ -57,8 +57,8 @@ from pystack.errors import MalformedPacket
 from pystack.time import advance
 from pystack.iface.neighbor import NeighborCache
 from pystack.iface.reassembly import FragmentReassembler
-from pystack.socket.tcp.layer import TcpConfig, TcpLayer
-from pystack.socket.udp import DEFAULT_RCVBUF, DEFAULT_SNDBUF, UdpLayer
+from pystack.transport.tcp.layer import TcpConfig, TcpLayer
+from pystack.transport.udp import DEFAULT_RCVBUF, DEFAULT_SNDBUF, UdpLayer
 from pystack.stats import Stats
 from pystack.wire.arp import OP_REQUEST, ArpPacket
 from pystack.wire.checksum import checksum

@@ -140,7 +140,7 @@ class Daemon:
         from pystack.wire.ipv4 import ip_from_str
 
         cfg = self.config
-        from pystack.socket.tcp.layer import TcpConfig
+        from pystack.transport.tcp.layer import TcpConfig
 
         faults = parse_impairment(cfg.impair) if cfg.impair else None  # ValueError before any set-up
         tcp_options = {k: v for k, v in (("msl", cfg.tcp_msl), ("min_rto", cfg.tcp_min_rto)) if v is not None}

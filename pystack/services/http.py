@@ -53,7 +53,7 @@ import time
 from urllib.parse import unquote_to_bytes
 
 from pystack.services.tcp import CHUNK, TURN_BYTES, Session, TcpService
-from pystack.socket.tcp.socket import SHUT_WR
+from pystack.transport.tcp.socket import SHUT_WR
 
 log = logging.getLogger("pystack.services")
 

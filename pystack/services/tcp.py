@@ -2,7 +2,7 @@
 
 Owns the application side of the daemon's TCP ports and of the ``pystack
 send`` / ``recv`` clients: what each connection does with its bytes.  Four
-services, each a listening :class:`~pystack.socket.tcp.socket.TcpSocket` that
+services, each a listening :class:`~pystack.transport.tcp.socket.TcpSocket` that
 serves any number of clients at once:
 
 * :class:`TcpEchoService` -- RFC 862 (TCP based): "any data received is sent
@@ -57,7 +57,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from pystack.socket.tcp.socket import SHUT_WR, TcpSocket
+from pystack.transport.tcp.socket import SHUT_WR, TcpSocket
 
 log = logging.getLogger("pystack.services")
 

@@ -8,7 +8,7 @@ leave in the interface's next ``poll(now)``.
 
 from __future__ import annotations
 
-from pystack.socket.udp import UdpSocket
+from pystack.transport.udp import UdpSocket
 
 #: RFC 862: "A server listens for UDP datagrams on UDP port 7."
 ECHO_PORT = 7

@@ -18,7 +18,7 @@ from pystack.iface.interface import Interface, InterfaceConfig
 from pystack.phy.device import earliest
 from pystack.phy.fault_injector import FaultConfig, FaultInjector
 from pystack.phy.pipe import Pipe
-from pystack.socket.tcp.layer import TcpConfig
+from pystack.transport.tcp.layer import TcpConfig
 from pystack.wire import _headers_py
 from pystack.wire.headers import emit_tcp, parse_frame
 from pystack.wire.ipv4 import ip_from_str

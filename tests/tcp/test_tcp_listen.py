@@ -191,7 +191,7 @@ def test_isn_differs_per_tuple_and_moves_with_the_clock(p):
     p.send(PEER_PORT + 1, PORT, 1, 0, SYN)
     b = p.recv().seq
     assert a != b
-    from pystack.socket.tcp.isn import IsnGenerator
+    from pystack.transport.tcp.isn import IsnGenerator
     g = IsnGenerator(b"k")
     assert (g.isn(4000, 1, 2, 3, 4) - g.isn(0, 1, 2, 3, 4)) % 2**32 == 1000  # 4 µs ticks (RFC 6528 §3)
     assert IsnGenerator(b"other").isn(0, 1, 2, 3, 4) != g.isn(0, 1, 2, 3, 4)

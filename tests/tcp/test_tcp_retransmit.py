@@ -7,7 +7,7 @@ import errno
 import pytest
 from tcp_harness import ACK, MS, SEC, Peer, open_passive, options
 
-from pystack.socket.tcp.congestion import Reno, initial_window
+from pystack.transport.tcp.congestion import Reno, initial_window
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from tcp_harness import ACK, RST, SYN, Peer, open_passive, options
 
-from pystack.socket.tcp.layer import TcpConfig
+from pystack.transport.tcp.layer import TcpConfig
 
 
 @pytest.fixture

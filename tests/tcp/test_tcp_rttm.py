@@ -15,8 +15,8 @@ from fractions import Fraction
 import pytest
 from tcp_harness import ACK, MS, SEC, Faults, Peer, Sim, open_passive, options
 
-from pystack.socket.tcp.connection import TcpConnection
-from pystack.socket.tcp.layer import TcpConfig
+from pystack.transport.tcp.connection import TcpConnection
+from pystack.transport.tcp.layer import TcpConfig
 
 MIN_RTO = 1_000  # µs: low enough that RTO = SRTT + 4*RTTVAR shows unclamped
 

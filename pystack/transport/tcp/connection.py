@@ -60,7 +60,7 @@ import logging
 import struct
 from enum import IntEnum
 
-from pystack.socket.tcp.congestion import CongestionControl
+from pystack.transport.tcp.congestion import CongestionControl
 from pystack.storage.assembler import Assembler
 from pystack.wire.headers import emit_tcp
 from pystack.wire.tcp import ACK, FIN, PSH, RST, SYN, URG  # control bits, RFC 9293 §3.1 (layer.py imports them from here)

@@ -8,11 +8,11 @@
 * :mod:`.isn` -- RFC 6528 initial sequence numbers.
 """
 
-from pystack.socket.tcp.congestion import ALGORITHMS, CongestionControl, Reno
-from pystack.socket.tcp.connection import State, TcpConnection
-from pystack.socket.tcp.isn import IsnGenerator
-from pystack.socket.tcp.layer import TcpConfig, TcpLayer
-from pystack.socket.tcp.socket import SHUT_RD, SHUT_RDWR, SHUT_WR, TcpSocket
+from pystack.transport.tcp.congestion import ALGORITHMS, CongestionControl, Reno
+from pystack.transport.tcp.connection import State, TcpConnection
+from pystack.transport.tcp.isn import IsnGenerator
+from pystack.transport.tcp.layer import TcpConfig, TcpLayer
+from pystack.transport.tcp.socket import SHUT_RD, SHUT_RDWR, SHUT_WR, TcpSocket
 
 __all__ = ["ALGORITHMS", "CongestionControl", "IsnGenerator", "Reno", "SHUT_RD", "SHUT_RDWR", "SHUT_WR",
            "State", "TcpConfig", "TcpConnection", "TcpLayer", "TcpSocket"]

@@ -15,7 +15,7 @@ from iface_harness import A_IP, A_MAC, P_IP, P_MAC, SEC, headers_impl, impl, mak
 from pystack.iface import interface as interface_mod
 from pystack.iface.interface import Interface, InterfaceConfig
 from pystack.services.udp_echo import ECHO_PORT, UdpEchoService
-from pystack.socket.udp import EPHEMERAL_FIRST, EPHEMERAL_LAST, MAX_PAYLOAD, UdpLayer
+from pystack.transport.udp import EPHEMERAL_FIRST, EPHEMERAL_LAST, MAX_PAYLOAD, UdpLayer
 from pystack.wire.ethernet import BROADCAST, ETHERTYPE_IPV4, EthernetFrame
 from pystack.wire.icmpv4 import IcmpPacket
 from pystack.wire.ipv4 import PROTO_UDP, IPv4Packet, ip_from_str

@@ -23,8 +23,8 @@ import errno
 import os
 from collections import deque
 
-from pystack.socket.tcp.connection import _CAN_SEND, State, TcpConnection
-from pystack.socket.udp import _parse_addr, ip_to_str
+from pystack.transport.tcp.connection import _CAN_SEND, State, TcpConnection
+from pystack.transport.udp import _parse_addr, ip_to_str
 
 SHUT_RD, SHUT_WR, SHUT_RDWR = 0, 1, 2
 

@@ -42,9 +42,9 @@ from __future__ import annotations
 import errno
 from dataclasses import dataclass, fields
 
-from pystack.socket.tcp.congestion import ALGORITHMS
-from pystack.socket.tcp.connection import ACK, RST, SYN, FIN, State, TcpConnection
-from pystack.socket.tcp.isn import IsnGenerator
+from pystack.transport.tcp.congestion import ALGORITHMS
+from pystack.transport.tcp.connection import ACK, RST, SYN, FIN, State, TcpConnection
+from pystack.transport.tcp.isn import IsnGenerator
 from pystack.stats import Stats
 from pystack.wire import _headers_py
 from pystack.wire.headers import emit_tcp
@@ -364,7 +364,7 @@ class TcpLayer:
 
     def socket(self):
         """A new, unbound TCP socket."""
-        from pystack.socket.tcp.socket import TcpSocket
+        from pystack.transport.tcp.socket import TcpSocket
         return TcpSocket(self)
 
     def _listen(self, sock, port: int) -> None:
@@ -566,7 +566,7 @@ class TcpLayer:
             self.stats.incr("tcp.icmp_unmatched")
             return
         self._now = now
-        from pystack.socket.udp import _error_errno
+        from pystack.transport.udp import _error_errno
         if type == DEST_UNREACHABLE and code == UNREACH_FRAG_NEEDED:
             conn.icmp_error(now, 0, False, seq, mtu or 576)
         elif type in (DEST_UNREACHABLE, TIME_EXCEEDED, PARAMETER_PROBLEM):
