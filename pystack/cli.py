@@ -627,7 +627,24 @@ def format_status(status: dict) -> str:
                              f"{svc.get('active', 0)}, completed {svc.get('completed', 0)}, failed "
                              f"{svc.get('failed', 0)}, {svc.get('bytes_in', 0)} bytes in, "
                              f"{svc.get('bytes_out', 0)} out")
+    lines.extend(format_switch(status.get("switch")))
     return "\n".join(lines) + "\n"
+
+
+def format_switch(switch) -> list[str]:
+    """The ``Switch:`` section: the stacks that joined the daemon's link, one row per port."""
+    if not isinstance(switch, dict):
+        return []
+    lines = [f"Switch: {switch.get('ports_attached', 0)} attached, {switch.get('ports_removed', 0)} removed, "
+             f"{switch.get('up_frames', 0)} frames up, {switch.get('down_frames', 0)} down"
+             + (f" ({switch['down_dropped']} dropped)" if switch.get("down_dropped") else "")]
+    rows = [["Port", "HWaddress", "Address", "Rx", "Tx", "Rx-dropped", "Tx-dropped"]]
+    for p in switch.get("ports") or []:
+        if isinstance(p, dict):
+            rows.append([str(p.get(k, "-")) for k in ("port", "mac", "ip", "rx_frames", "tx_frames",
+                                                       "rx_dropped", "tx_dropped")])
+    lines.extend(_table(rows) if len(rows) > 1 else ["    (no stack joined)"])
+    return lines
 
 
 def _ms(us) -> str:

@@ -3,15 +3,18 @@
 Owns the composition, not the pieces: a :class:`~pystack.runtime.tapsetup.TapSetup`
 (namespace and TAP), the device stack over the TAP::
 
-    FaultInjector(Tracer(PcapWriter(TapDevice)))     # each layer only when asked for
+    Switch(FaultInjector(Tracer(PcapWriter(TapDevice))))   # each layer only when asked for
 
 (the capture and the trace show the frames that really crossed the TAP;
-the faults act between them and the stack), the sans-I/O
+the faults act between them and the stack; the switch, present whenever
+there is a control socket, lets other stacks join the link as hosts of
+their own -- ``attach``, :mod:`pystack.runtime.switch` -- with their
+traffic captured, traced and impaired like the daemon's), the sans-I/O
 :class:`~pystack.iface.interface.Interface`, the services (UDP echo; TCP
 echo, discard, source and sink from :mod:`pystack.services.tcp`; the HTTP
 file service from :mod:`pystack.services.http`), the
 :class:`~pystack.runtime.loop.Loop`, and the control socket answering
-``status``.  The client commands (``pystack send`` / ``recv``) run the same
+``status`` and ``attach``.  The client commands (``pystack send`` / ``recv``) run the same
 composition with no control socket and one client service of their own
 (``Daemon(config, make_services=...)``).  Everything is released in reverse order of creation however
 :meth:`Daemon.run` ends.
@@ -105,6 +108,7 @@ class Daemon:
         self.setup: TapSetup | None = None
         self.faults = None
         self.pcap = None
+        self.switch = None
         self.services: list = []
         self._phase = "setup"  # -> "running" -> "teardown"
         self._stop_requested = False
@@ -165,11 +169,15 @@ class Daemon:
                     if faults is not None:
                         rx, tx, seed = faults
                         device = self.faults = FaultInjector(device, rx, tx, seed=seed)
-                    self.device = device
                     address, prefix = cfg.ip
                     iface_config = InterfaceConfig(
                         mac=cfg.mac or default_mac(address), ip=ip_from_str(address), prefix_len=prefix,
                         gateway=ip_from_str(cfg.gateway) if cfg.gateway else None, mtu=setup.mtu)
+                    if cfg.control is not None:  # no control socket, nobody can attach: no switch
+                        from pystack.runtime.switch import Switch
+
+                        device = self.switch = Switch(device, iface_config.mac)
+                    self.device = device
                     self.iface = Interface(iface_config, tcp_config=tcp_config)
                     self.services = [self._udp_echo(port) for port in cfg.udp_echo]
                     self.services += self._tcp_services()
@@ -178,8 +186,11 @@ class Daemon:
                     self._checkpoint()
                     with Loop(device, self.iface, services=self.services, clock=clock) as loop:
                         self.loop = loop
-                        control = (ControlServer(cfg.control, loop, {"status": self.status})
-                                   if cfg.control is not None else contextlib.nullcontext())
+                        control = contextlib.nullcontext()
+                        if cfg.control is not None:
+                            self.switch.bind_loop(loop)
+                            control = ControlServer(cfg.control, loop, {"status": self.status},
+                                                    {"attach": self._attacher(iface_config, setup)})
                         with control:
                             self._started_at = clock()
                             log.info("pystack up: %s/%d mac %s on %s%s, mtu %d; control %s%s",
@@ -206,6 +217,16 @@ class Daemon:
                         device.close()  # the wrappers (flushes the pcap); closes the TAP too
         finally:
             self._phase = "teardown"
+
+    def _attacher(self, iface_config, setup):
+        from pystack.runtime.switch import Attacher
+        from pystack.wire.ipv4 import ip_from_str
+
+        host_ip = self.config.host_ip
+        return Attacher(self.switch, ip=iface_config.ip, prefix_len=iface_config.prefix_len, mtu=setup.mtu,
+                        gateway=iface_config.gateway,
+                        reserved_ips=[ip_from_str(host_ip[0])] if host_ip else (),
+                        reserved_macs=[setup.kernel_mac])
 
     def _udp_echo(self, port: int):
         from pystack.services.udp_echo import UdpEchoService
@@ -289,4 +310,5 @@ class Daemon:
         else:
             st["faults"] = None
         st["runtime"] = {**loop.stats, "tx_backlog": loop.backlog} if loop else {}
+        st["switch"] = self.switch.status() if self.switch is not None else None
         return st
