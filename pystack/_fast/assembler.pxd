@@ -12,6 +12,8 @@ cdef class Assembler:
     cdef unsigned char* _ring
     cdef object _rview
     cdef int64_t _cap
+    cdef int64_t _size
+    cdef int64_t _hint
     cdef uint32_t _isn
     cdef int64_t _read
     cdef int64_t _nxt
@@ -27,5 +29,7 @@ cdef class Assembler:
 
     # For the TCP layer to cimport: insert without the Python-level checks.
     cdef int64_t insert_ptr(self, uint32_t seq, const unsigned char* data, int64_t n) noexcept
-    cdef void _copy_in(self, const unsigned char* src, int64_t lo, int64_t hi) noexcept
+    cdef int _grow(self, int64_t need) noexcept
+    cdef void _release_if_empty(self) noexcept
+    cdef int _copy_in(self, const unsigned char* src, int64_t lo, int64_t hi) noexcept
     cdef void _copy_out(self, unsigned char* dst, int64_t n) noexcept

@@ -1,16 +1,20 @@
 """TCP receive reassembly buffer, Cython twin of ``pystack.storage._assembler_py``.
 
 Same API and behaviour as the pure twin; its module docstring explains the
-model (absolute stream positions, ring slot ``p % capacity``, one copy in).
-Here the ring is a bytearray written through its ``unsigned char*`` and the
-out-of-order ranges are a small sorted C array of :c:type:`Range`.
+model (absolute stream positions, ring slot ``p % size``, one copy in) and
+the memory policy (the ring is allocated on the first insert, grows by
+doubling, and is released whenever reading empties the buffer).  Here the
+ring is a bytearray written through its ``unsigned char*`` (made with
+``PyByteArray_FromStringAndSize(NULL, n)``: not zeroed, so an unused part
+costs no resident memory) and the out-of-order ranges are a small sorted C
+array of :c:type:`Range`, also allocated when first needed.
 ``insert_ptr`` (see ``assembler.pxd``) lets the TCP layer insert straight
 from a frame buffer without building a Python object.
 """
 
 from operator import index as _index
 
-from cpython.bytearray cimport PyByteArray_AS_STRING
+from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_FromStringAndSize
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_CheckExact
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
@@ -21,6 +25,9 @@ from libc.string cimport memcpy, memmove
 #: (RFC 7323 §2.3), and sequence comparison needs the window below 2**31
 #: (RFC 7323 §2.3, RFC 9293 §3.4).
 MAX_CAPACITY = 1 << 30
+#: The first ring's size (or ``capacity`` when smaller): one page.
+MIN_RING = 4096
+cdef int64_t _MIN_RING = 4096
 
 cdef uint64_t _SEQ_MASK = 0xFFFFFFFF
 
@@ -59,8 +66,12 @@ cdef class Assembler:
     #   hence _count <= _cap // 2; and _count <= _max_ranges, kept by
     #   refusing new ranges, never by dropping held ones;
     #   stamps are unique, larger is more recent;
-    #   _ooo == sum of (end - start) over the ranges.
-    #   _ring points into _buf, which is never resized.
+    #   _ooo == sum of (end - start) over the ranges;
+    #   every held byte fits the ring: (last range end or _nxt) - _read <= _size;
+    #   _ring points into _buf (len _size), which is never resized (growing
+    #   makes a new one); _buf is None and _ring NULL (_size 0) only when
+    #   nothing is held; _ranges is NULL until the first out-of-order insert
+    #   and after a release.
 
     def __cinit__(self, capacity, rcv_nxt=0, max_ranges=32):
         capacity = _as_int("capacity", capacity)
@@ -77,12 +88,12 @@ cdef class Assembler:
         # No more than _cap // 2 ranges can exist (see the invariant), so a
         # limit above that is never reached and is clamped to save memory.
         self._max_ranges = min(max_ranges, max(capacity // 2, 1))
-        self._ranges = <Range*>PyMem_Malloc(self._max_ranges * sizeof(Range))
-        if self._ranges == NULL:
-            raise MemoryError()
-        self._buf = bytearray(capacity)
-        self._ring = <unsigned char*>PyByteArray_AS_STRING(self._buf)
-        self._rview = memoryview(self._buf).toreadonly()
+        self._ranges = NULL  # allocated by the first out-of-order insert
+        self._buf = None  # the ring: allocated by the first insert
+        self._ring = NULL
+        self._rview = None
+        self._size = 0
+        self._hint = 0
 
     def __dealloc__(self):
         PyMem_Free(self._ranges)
@@ -92,6 +103,11 @@ cdef class Assembler:
     @property
     def capacity(self):
         return self._cap
+
+    @property
+    def allocated(self):
+        """Bytes of ring allocated now (0 while nothing is held; at most ``capacity``)."""
+        return self._size
 
     @property
     def rcv_nxt(self):
@@ -180,7 +196,9 @@ cdef class Assembler:
         if lo >= hi:
             return 0
         if lo == nxt:
-            self._copy_in(data + (lo - start), lo, hi)
+            if self._copy_in(data + (lo - start), lo, hi) < 0:
+                self._refused += 1  # no memory for the ring: not stored (the peer resends)
+                return 0
             # Advance over every held range the new data reaches or touches.
             new_nxt = hi
             k = 0
@@ -212,7 +230,14 @@ cdef class Assembler:
         if i == j and count >= self._max_ranges:
             self._refused += 1
             return 0
-        self._copy_in(data + (lo - start), lo, hi)
+        if ranges == NULL:
+            ranges = self._ranges = <Range*>PyMem_Malloc(self._max_ranges * sizeof(Range))
+            if ranges == NULL:
+                self._refused += 1  # no memory: not stored, as when refused (the peer resends)
+                return 0
+        if self._copy_in(data + (lo - start), lo, hi) < 0:
+            self._refused += 1
+            return 0
         self._clock += 1
         new_s = lo
         new_e = hi
@@ -240,16 +265,69 @@ cdef class Assembler:
         self._ooo += new_e - new_s
         return 0
 
-    cdef void _copy_in(self, const unsigned char* src, int64_t lo, int64_t hi) noexcept:
-        # Copy hi - lo bytes from src to the ring slots of positions [lo, hi).
-        cdef int64_t p = lo % self._cap
+    cdef int _grow(self, int64_t need) noexcept:
+        # A ring of at least need bytes, the held bytes moved to their slots
+        # in it; -1 (nothing changed) when the memory cannot be had.
+        cdef int64_t old_size = self._size
+        cdef int64_t size = old_size * 2 if old_size else self._hint
+        cdef int64_t p, end, o, q, n
+        cdef unsigned char* ring
+        if size < _MIN_RING:
+            size = _MIN_RING
+        while size < need:
+            size <<= 1
+        if size > self._cap:
+            size = self._cap
+        try:
+            buf = PyByteArray_FromStringAndSize(NULL, size)
+        except MemoryError:
+            return -1
+        ring = <unsigned char*>PyByteArray_AS_STRING(buf)
+        if old_size:
+            # Every held position, holes included: [_read, end of the last range or _nxt).
+            p = self._read
+            end = self._ranges[self._count - 1].end if self._count else self._nxt
+            while p < end:
+                o = p % old_size
+                q = p % size
+                n = _min64(_min64(end - p, old_size - o), size - q)
+                memcpy(ring + q, self._ring + o, n)
+                p += n
+        self._buf = buf
+        self._ring = ring
+        self._rview = None
+        self._size = size
+        return 0
+
+    cdef void _release_if_empty(self) noexcept:
+        # Drop the ring (and the range array) when nothing is held.
+        if self._size and self._read == self._nxt and self._count == 0:
+            self._hint = self._size
+            self._buf = None
+            self._ring = NULL
+            self._rview = None
+            self._size = 0
+            PyMem_Free(self._ranges)
+            self._ranges = NULL
+
+    cdef int _copy_in(self, const unsigned char* src, int64_t lo, int64_t hi) noexcept:
+        # Copy hi - lo bytes from src to the ring slots of positions [lo, hi),
+        # growing the ring first if they (or a held range) would not fit;
+        # -1 when the ring cannot grow.
+        cdef int64_t top = hi
+        if self._count and self._ranges[self._count - 1].end > top:
+            top = self._ranges[self._count - 1].end
+        if top - self._read > self._size and self._grow(top - self._read) < 0:
+            return -1
+        cdef int64_t p = lo % self._size
         cdef int64_t n = hi - lo
-        cdef int64_t first = self._cap - p
+        cdef int64_t first = self._size - p
         if n <= first:
             memcpy(self._ring + p, src, n)
         else:
             memcpy(self._ring + p, src, first)
             memcpy(self._ring, src + first, n - first)
+        return 0
 
     def sack_blocks(self, max_blocks=4):
         """Held out-of-order ranges as (left, right) sequence numbers.
@@ -285,8 +363,12 @@ cdef class Assembler:
         Shorter than :attr:`readable` when the data wraps the ring's end;
         consume it and peek again.  Invalid after the next mutating call.
         """
-        cdef int64_t p = self._read % self._cap
-        cdef int64_t n = _min64(self._nxt - self._read, self._cap - p)
+        if self._size == 0:
+            return memoryview(b"")
+        if self._rview is None:
+            self._rview = memoryview(self._buf).toreadonly()
+        cdef int64_t p = self._read % self._size
+        cdef int64_t n = _min64(self._nxt - self._read, self._size - p)
         return self._rview[p:p + n]
 
     def consume(self, n):
@@ -296,6 +378,7 @@ cdef class Assembler:
         if not 0 <= n <= self._nxt - self._read:
             raise ValueError(f"cannot consume {n} bytes: {self._nxt - self._read} readable")
         self._read += <int64_t>n
+        self._release_if_empty()
 
     def read(self, n=-1):
         """Copy out and consume up to ``n`` readable bytes (all when ``n < 0``)."""
@@ -322,14 +405,17 @@ cdef class Assembler:
 
     cdef void _copy_out(self, unsigned char* dst, int64_t n) noexcept:
         # Copy the first n readable bytes to dst and consume them.
-        cdef int64_t p = self._read % self._cap
-        cdef int64_t first = self._cap - p
+        if n <= 0:
+            return
+        cdef int64_t p = self._read % self._size
+        cdef int64_t first = self._size - p
         if n <= first:
             memcpy(dst, self._ring + p, n)
         else:
             memcpy(dst, self._ring + p, first)
             memcpy(dst + first, self._ring, n - first)
         self._read += n
+        self._release_if_empty()
 
     def __repr__(self):
         return (f"<Assembler rcv_nxt={self.rcv_nxt} readable={self.readable} "

@@ -22,6 +22,20 @@ into the ring, once.  Bytes it overlaps were sent before with the same
 sequence numbers and so, per RFC 9293 §3.10.7.4, the same content; they are
 simply overwritten.  ``peek`` returns a read-only memoryview into the ring;
 ``read``/``read_into`` copy out.
+
+Memory (decision).  ``capacity`` is the window the connection offers, not
+what is allocated: the ring is allocated on the first insert, grows by
+doubling (from :data:`MIN_RING` bytes, at most to ``capacity``) when data
+lands beyond its end, and is released whenever reading empties the buffer
+(nothing unread, no out-of-order data).  So an idle connection holds no
+ring at all -- a preallocated 256 KiB ring per connection made a thousand
+idle connections cost 256 MB -- and one that exchanges small messages
+holds a few KiB only while they wait to be read.  After a release the
+next ring starts at the size the last one reached (``_hint``), so a bulk
+receiver that drains its buffer every batch allocates one ring per batch
+(no regrowth, no copy), not a chain of doublings.  Growing moves the held
+bytes to their new slots (``p % size`` changes with ``size``), one copy
+per live byte, at most log2(capacity / MIN_RING) times per ring.
 """
 
 from __future__ import annotations
@@ -36,6 +50,16 @@ _HALF = 1 << 31
 #: (RFC 7323 §2.3), and sequence comparison needs the window below 2**31
 #: (RFC 7323 §2.3, RFC 9293 §3.4).
 MAX_CAPACITY = 1 << 30
+#: The first ring's size (or ``capacity`` when smaller): one page.
+MIN_RING = 4096
+
+
+def _ring_size(need: int, start: int, cap: int) -> int:
+    """The ring size for ``need`` bytes: ``start`` doubled until it holds them, at most ``cap``."""
+    size = start if start > MIN_RING else MIN_RING
+    while size < need:
+        size <<= 1
+    return size if size < cap else cap
 
 
 def _as_int(name: str, value) -> int:
@@ -59,8 +83,8 @@ class Assembler:
     """
 
     __slots__ = (
-        "_buf", "_view", "_rview", "_cap", "_isn", "_read", "_nxt", "_ranges", "_max_ranges",
-        "_clock", "_ooo", "_refused", "_dsack",
+        "_buf", "_view", "_rview", "_cap", "_size", "_hint", "_isn", "_read", "_nxt", "_ranges",
+        "_max_ranges", "_clock", "_ooo", "_refused", "_dsack",
     )
 
     def __init__(self, capacity: int, rcv_nxt: int = 0, max_ranges: int = 32) -> None:
@@ -73,14 +97,19 @@ class Assembler:
             raise ValueError(f"rcv_nxt must be in 0..2**32-1, got {rcv_nxt}")
         if max_ranges < 1:
             raise ValueError(f"max_ranges must be >= 1, got {max_ranges}")
-        self._buf = bytearray(capacity)  # never resized, so views of it stay valid
-        self._view = memoryview(self._buf)
-        self._rview = self._view.toreadonly()
+        # The ring: None until the first insert and after a release (see
+        # "Memory" in the module docstring).  A ring is never resized in
+        # place (growing makes a new one), so views of an old one stay valid.
+        self._buf: bytearray | None = None
+        self._view: memoryview | None = None
+        self._rview: memoryview | None = None  # made by peek() when first needed
+        self._size = 0  # len(_buf), 0 when there is none
+        self._hint = 0  # the size the last released ring had reached
         self._cap = capacity
         self._isn = rcv_nxt  # sequence number of absolute position 0
         # Invariant (positions are absolute, see the module docstring):
         #   0 <= _read <= _nxt <= _read + _cap
-        #   in-order unread data is [_read, _nxt), in ring slots p % _cap;
+        #   in-order unread data is [_read, _nxt), in ring slots p % _size;
         #   _ranges is the out-of-order data, a list of [start, end, stamp],
         #   sorted, disjoint and not touching one another or the in-order
         #   data:  _nxt < s0 < e0 < s1 < e1 < ... < e_last <= _read + _cap;
@@ -88,7 +117,9 @@ class Assembler:
         #   kept by refusing new ranges, never by dropping held ones;
         #   stamp is the _clock value of the insert that last added to or
         #   duplicated the range: unique, larger is more recent;
-        #   _ooo == sum(e - s for s, e, _ in _ranges).
+        #   _ooo == sum(e - s for s, e, _ in _ranges);
+        #   every held byte fits the ring: (e_last or _nxt) - _read <= _size;
+        #   no ring (_size == 0) only when nothing is held (_read == _nxt, no ranges).
         self._read = 0
         self._nxt = 0
         self._ranges: list[list[int]] = []
@@ -103,6 +134,11 @@ class Assembler:
     @property
     def capacity(self) -> int:
         return self._cap
+
+    @property
+    def allocated(self) -> int:
+        """Bytes of ring allocated now (0 while nothing is held; at most ``capacity``)."""
+        return self._size
 
     @property
     def rcv_nxt(self) -> int:
@@ -216,9 +252,39 @@ class Assembler:
         self._ooo += new_e - new_s
         return 0
 
+    def _grow(self, need: int) -> None:
+        """A ring of at least ``need`` bytes, the held bytes moved to their slots in it."""
+        old, old_size = self._view, self._size
+        size = _ring_size(need, old_size * 2 if old_size else self._hint, self._cap)
+        buf = bytearray(size)
+        view = memoryview(buf)
+        if old_size:
+            # Every held position, holes included: [_read, end of the last range or _nxt).
+            p = self._read
+            end = self._ranges[-1][1] if self._ranges else self._nxt
+            while p < end:
+                o, q = p % old_size, p % size
+                n = min(end - p, old_size - o, size - q)
+                view[q:q + n] = old[o:o + n]
+                p += n
+        self._buf, self._view, self._rview, self._size = buf, view, None, size
+
+    def _release_if_empty(self) -> None:
+        """Drop the ring when nothing is held (see "Memory" in the module docstring)."""
+        if self._size and self._read == self._nxt and not self._ranges:
+            self._hint = self._size
+            self._buf = self._view = self._rview = None
+            self._size = 0
+
     def _copy_in(self, mv: memoryview, offset: int, lo: int, hi: int) -> None:
-        # Copy mv[offset:offset + hi - lo] to ring slots of positions [lo, hi).
-        cap = self._cap
+        # Copy mv[offset:offset + hi - lo] to ring slots of positions [lo, hi),
+        # growing the ring first if they (or a held range) would not fit.
+        top = hi
+        if self._ranges and self._ranges[-1][1] > top:
+            top = self._ranges[-1][1]
+        if top - self._read > self._size:
+            self._grow(top - self._read)
+        cap = self._size
         p = lo % cap
         n = hi - lo
         first = cap - p
@@ -251,10 +317,15 @@ class Assembler:
         Shorter than :attr:`readable` when the data wraps the ring's end;
         consume it and peek again.  Invalid after the next mutating call.
         """
-        cap = self._cap
+        cap = self._size
+        if not cap:
+            return memoryview(b"")
+        rview = self._rview
+        if rview is None:
+            rview = self._rview = self._view.toreadonly()
         p = self._read % cap
         n = min(self._nxt - self._read, cap - p)
-        return self._rview[p:p + n]
+        return rview[p:p + n]
 
     def consume(self, n: int) -> None:
         """Drop ``n`` readable bytes (the application has taken them)."""
@@ -262,6 +333,7 @@ class Assembler:
         if not 0 <= n <= self._nxt - self._read:
             raise ValueError(f"cannot consume {n} bytes: {self._nxt - self._read} readable")
         self._read += n
+        self._release_if_empty()
 
     def read(self, n: int = -1) -> bytes:
         """Copy out and consume up to ``n`` readable bytes (all when ``n < 0``)."""
@@ -269,7 +341,9 @@ class Assembler:
         avail = self._nxt - self._read
         if n < 0 or n > avail:
             n = avail
-        cap = self._cap
+        if n == 0:
+            return b""
+        cap = self._size
         p = self._read % cap
         first = cap - p
         view = self._view
@@ -278,6 +352,7 @@ class Assembler:
         else:
             out = view[p:cap].tobytes() + view[0:n - first].tobytes()
         self._read += n
+        self._release_if_empty()
         return out
 
     def read_into(self, buf) -> int:
@@ -287,7 +362,9 @@ class Assembler:
             raise TypeError("read_into needs a writable buffer")
         out = out.cast("B")
         n = min(len(out), self._nxt - self._read)
-        cap = self._cap
+        if n == 0:
+            return 0
+        cap = self._size
         p = self._read % cap
         first = cap - p
         ring = self._view
@@ -297,6 +374,7 @@ class Assembler:
             out[:first] = ring[p:cap]
             out[first:n] = ring[0:n - first]
         self._read += n
+        self._release_if_empty()
         return n
 
     def __repr__(self) -> str:
