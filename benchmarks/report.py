@@ -110,7 +110,26 @@ def AIMS(groups) -> list[str]:
     pipe = median(groups, "tcp-pipe-64MiB", "test_tcp_pipe[pystack]")
     if pipe:
         out.append(f"TCP 64 MiB between two stacks over the in-memory pipe: {size / pipe / 1e6:.1f} MB/s")
+    ours, kernel = (extra(groups, "idle-memory", f"test_idle_memory_{side}", "bytes_per_idle_connection")
+                    for side in ("pystack", "kernel"))
+    if ours is not None:
+        line = f"memory per idle TCP connection: pystack daemon {ours / 1024:.2f} KiB (VmRSS growth)"
+        if kernel:
+            line += f", kernel {kernel / 1024:.2f} KiB (slab per socket), ratio {ours / kernel:.2f}"
+        out.append(line)
+    idle0, idle = (median(groups, "idle-iteration", f"test_idle_iteration[{n}]") for n in (0, 1000))
+    if idle0 and idle:
+        out.append(f"one loop iteration: {idle0 * 1e6:.2f} us with no connection, {idle * 1e6:.2f} us "
+                   f"with 1,000 idle ones")
     return out
+
+
+def extra(groups, group: str, name: str, key: str):
+    """``extra_info[key]`` of the benchmark called exactly ``name`` in ``group``, if it ran."""
+    for bench in groups.get(group, []):
+        if bench["name"] == name:
+            return bench.get("extra_info", {}).get(key)
+    return None
 
 
 if __name__ == "__main__":

@@ -44,7 +44,10 @@ the persist / SWS-override timer when ``_persist``), ``delack_at``,
 timeout of an orphan).  :meth:`poll_at` is their minimum; :meth:`on_timer`
 runs the due ones.  The user timeout (RFC 9293 §3.8.3, RFC 5482) is checked
 when the retransmission timer fires: ``_stall_since`` is when the oldest
-unacknowledged data started waiting.
+unacknowledged data started waiting.  The layer keeps the connections'
+deadlines in a heap (see :mod:`pystack.transport.tcp.layer`): a timer armed
+from outside a segment, a timer or a call that marks the connection dirty
+must call ``layer._schedule(self)`` (as :meth:`rearm_keepalive` does).
 
 *Invariants*:  SND.UNA <= SND.NXT <= snd_max (mod 2**32);
 ``_buf_seq + len(_sndbuf)`` is the end of the data the application gave;
@@ -158,8 +161,8 @@ class TcpConnection:
         # retransmission (RFC 6298) and congestion
         "srtt", "rttvar", "rto", "_backoff", "_rtt_seq", "_rtt_time", "_retransmitted", "_rto_tsval", "dupacks",
         "recover", "cc", "_syn_retries", "_stall_since", "_persist",
-        # timers
-        "rtx_at", "delack_at", "keep_at", "tw_at",
+        # timers; _sched: the deadline of this connection's entry in the layer's timer heap
+        "rtx_at", "delack_at", "keep_at", "tw_at", "_sched",
         # ACK state
         "_ack_now", "_rcv_unacked", "_dsack",
         # application side
@@ -226,6 +229,7 @@ class TcpConnection:
         self.delack_at: int | None = None
         self.keep_at: int | None = None
         self.tw_at: int | None = None
+        self._sched: int | None = None  # owned by the layer (TcpLayer._schedule)
         self._ack_now = False
         self._rcv_unacked = 0
         self._dsack: tuple[int, int] | None = None
@@ -621,6 +625,9 @@ class TcpConnection:
     def rearm_keepalive(self, now: int) -> None:
         if self.keepalive and self.state in SYNCHRONIZED and self.state != S.TIME_WAIT:
             self.keep_at = now + self.keepidle
+            # The socket's setsockopt calls this without marking the
+            # connection dirty: tell the layer's timer heap directly.
+            self.layer._schedule(self)
         else:
             self.keep_at = None
 

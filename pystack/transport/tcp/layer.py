@@ -26,10 +26,32 @@ a fresh buffer queued here; :meth:`poll` passes the queue to
 ``iface.send_frames``, which patches the next hop's MAC or parks the frame
 behind ARP.
 
-*Ports.*  A listener or a bound socket owns its port (EADDRINUSE for a
-second one).  Connections do not block ``bind`` (as Linux with SO_REUSEADDR,
-the usual server setting: a restarted server binds while old connections
-sit in TIME-WAIT); ephemeral ports (49152-65535, RFC 6335 §6) are chosen
+*Timers.*  A connection keeps its deadlines as values (``rtx_at``,
+``delack_at``, ``keep_at``, ``tw_at``; :meth:`TcpConnection.poll_at` is
+their minimum).  The layer keeps a heap of ``(deadline, n, conn)`` with
+lazy invalidation, so :meth:`poll` and :meth:`poll_at` cost O(log n) per
+timer that is due or was moved, never O(connections): a thousand idle
+connections cost nothing per loop iteration.  Invariant: every connection
+whose ``poll_at()`` is not None has a heap entry at or before it, and
+``conn._sched`` is the earliest such entry's deadline (None: no entry
+needed).  :meth:`_schedule` restores it after anything that may arm a
+timer earlier; it runs for every connection :meth:`poll` hands to
+``output`` (every segment, timer and application call that changes a
+connection marks it dirty) and from the few calls that arm a timer
+without marking (``rearm_keepalive``).  A deadline moved later or
+cancelled leaves a stale entry, which is dropped (and the real deadline
+pushed) when it reaches the top.
+
+*Ports.*  Linux's bind rule (socket(7) SO_REUSEADDR; net/ipv4/
+inet_connection_sock.c ``inet_bind_conflict``): a port held by a listener,
+by a bound socket or by a connection (any state, TIME-WAIT included; an
+accepted connection holds its listener's port) refuses ``bind`` with
+EADDRINUSE, unless both the new socket and every holder set SO_REUSEADDR
+and no holder listens -- so a restarted server that sets it binds while
+its old connections sit in TIME-WAIT.  A connection keeps the
+SO_REUSEADDR of the socket that made it (``_strict`` counts, per port,
+the connections made without it).  A second listener on a port is
+EADDRINUSE at ``listen``.  Ephemeral ports (49152-65535, RFC 6335 §6) are chosen
 sequentially among ports nothing uses -- reproducible runs over RFC 6056's
 randomisation, as UDP does.
 
@@ -41,6 +63,7 @@ from __future__ import annotations
 
 import errno
 from dataclasses import dataclass, fields
+from heapq import heappop, heappush
 
 from pystack.transport.tcp.congestion import ALGORITHMS
 from pystack.transport.tcp.connection import ACK, RST, SYN, FIN, State, TcpConnection
@@ -48,7 +71,8 @@ from pystack.transport.tcp.isn import IsnGenerator
 from pystack.stats import Stats
 from pystack.wire import _headers_py
 from pystack.wire.headers import emit_tcp
-from pystack.wire.icmpv4 import DEST_UNREACHABLE, PARAMETER_PROBLEM, TIME_EXCEEDED, UNREACH_FRAG_NEEDED
+from pystack.wire.icmpv4 import (DEST_UNREACHABLE, PARAMETER_PROBLEM, TIME_EXCEEDED, UNREACH_FRAG_NEEDED,
+                                 UNREACH_HOST)
 from pystack.wire.ipv4 import ip_to_str
 from pystack.wire.tcp import (MssOption, SackOption, SackPermittedOption, TcpSegment, TimestampsOption,
                               WindowScaleOption)
@@ -225,11 +249,16 @@ class TcpLayer:
         self._check_route_fn = check_route
         self._conns: dict[tuple[int, int, int], TcpConnection] = {}
         self._listeners: dict[int, object] = {}  # port -> listening TcpSocket
-        self._bound: dict[int, object] = {}  # port -> bound (not yet listening/connected) TcpSocket
+        self._bound: dict[int, list] = {}  # port -> bound (not yet listening/connected) TcpSockets
         self._port_refs: dict[int, int] = {}  # port -> connections using it
+        self._strict: dict[int, int] = {}  # port -> connections using it made without SO_REUSEADDR
+        self._strict_conns: set[TcpConnection] = set()  # those connections
         self._next_ephemeral = EPHEMERAL_FIRST
         self._dirty: dict[TcpConnection, None] = {}
         self._txq: list[tuple[int, bytearray]] = []
+        # Timer heap (see "Timers" in the module docstring): (deadline, tie-breaker, conn).
+        self._timers: list[tuple[int, int, TcpConnection]] = []
+        self._timer_seq = 0
         self._now = 0
         self._ip_id = 0
         self._challenge_window = -1
@@ -254,6 +283,10 @@ class TcpLayer:
 
     def _note_writable(self, conn: TcpConnection) -> None:
         """Hook: send-buffer room appeared (a runtime may wrap it to wake writers)."""
+
+    def _note_state(self, conn: TcpConnection, old: State, new: State) -> None:
+        """Hook: ``conn`` changed state (connected, failed, closed, or joined its listener's
+        accept queue: ``conn.listener`` is then set); a runtime may wrap it to wake waiters."""
 
     def _challenge_allowed(self, now: int) -> bool:
         """RFC 5961 §7: at most ``challenge_ack_limit`` challenge ACKs per second, stack-wide."""
@@ -308,6 +341,9 @@ class TcpLayer:
             if self._conns.get(key) is conn:
                 del self._conns[key]
                 self._release_port(conn.local_port)
+            if conn in self._strict_conns:
+                self._strict_conns.discard(conn)
+                self._release_port(conn.local_port, self._strict)
             lst = conn.listener
             if lst is not None:
                 lst._syn_q.discard(conn)
@@ -316,6 +352,7 @@ class TcpLayer:
                 except ValueError:
                     pass
             self._dirty.pop(conn, None)
+        self._note_state(conn, old, new)
 
     # -- ports -------------------------------------------------------------------------------------
 
@@ -333,28 +370,48 @@ class TcpLayer:
         raise _oserror(errno.EADDRNOTAVAIL, "every ephemeral port (RFC 6335 §6) is in use")
 
     def _bind(self, sock, port: int) -> int:
+        """Give ``sock`` ``port`` (0: an ephemeral one) under Linux's rule (module docstring)."""
         if port == 0:
             port = self._ephemeral()
-        elif port in self._listeners or port in self._bound:
-            raise _oserror(errno.EADDRINUSE, f"port {port} is taken")
-        self._bound[port] = sock
+        else:
+            reuse = getattr(sock, "reuseaddr", False)
+            if port in self._listeners:
+                raise _oserror(errno.EADDRINUSE, f"port {port} has a listener")
+            if any(not (reuse and other.reuseaddr) for other in self._bound.get(port, ())):
+                raise _oserror(errno.EADDRINUSE, f"port {port} is bound (SO_REUSEADDR on both lets it be shared)")
+            if port in self._port_refs and (not reuse or port in self._strict):
+                raise _oserror(errno.EADDRINUSE, f"port {port} is used by a connection (SO_REUSEADDR on both "
+                                                 "lets a new socket bind it)")
+        self._bound.setdefault(port, []).append(sock)
         return port
 
+    def _bind_listener_port(self, sock, port: int) -> None:
+        """A listener that stopped listening (shutdown SHUT_RD) keeps its port, bound (Linux)."""
+        self._bound.setdefault(port, []).append(sock)
+
+    def _drop_bound(self, sock, port: int) -> None:
+        socks = self._bound.get(port)
+        if socks is not None and sock in socks:
+            socks.remove(sock)
+            if not socks:
+                del self._bound[port]
+
     def _unbind(self, sock, port: int) -> None:
-        if self._bound.get(port) is sock:
-            del self._bound[port]
+        self._drop_bound(sock, port)
         if self._listeners.get(port) is sock:
             del self._listeners[port]
 
-    def _take_port(self, port: int) -> None:
-        self._port_refs[port] = self._port_refs.get(port, 0) + 1
+    def _take_port(self, port: int, refs: dict | None = None) -> None:
+        refs = self._port_refs if refs is None else refs
+        refs[port] = refs.get(port, 0) + 1
 
-    def _release_port(self, port: int) -> None:
-        n = self._port_refs.get(port, 0) - 1
+    def _release_port(self, port: int, refs: dict | None = None) -> None:
+        refs = self._port_refs if refs is None else refs
+        n = refs.get(port, 0) - 1
         if n > 0:
-            self._port_refs[port] = n
+            refs[port] = n
         else:
-            self._port_refs.pop(port, None)
+            refs.pop(port, None)
 
     def _check_route(self, ip: int) -> None:
         if self._check_route_fn is not None:
@@ -368,8 +425,10 @@ class TcpLayer:
         return TcpSocket(self)
 
     def _listen(self, sock, port: int) -> None:
-        if self._bound.get(port) is sock:
-            del self._bound[port]
+        if self._listeners.get(port, sock) is not sock:
+            # Two SO_REUSEADDR sockets may share a bound port; only one may listen (Linux).
+            raise _oserror(errno.EADDRINUSE, f"port {port} has a listener")
+        self._drop_bound(sock, port)
         self._listeners[port] = sock
 
     def _new_connection(self, lport: int, rip: int, rport: int, sock) -> TcpConnection:
@@ -384,13 +443,15 @@ class TcpLayer:
         conn.linger = sock.linger
         self._conns[(lport, rip, rport)] = conn
         self._take_port(lport)
+        if not getattr(sock, "reuseaddr", False):
+            self._strict_conns.add(conn)
+            self._take_port(lport, self._strict)
         return conn
 
     def _connect(self, sock, lport: int, rip: int, rport: int) -> TcpConnection:
         if (lport, rip, rport) in self._conns:
             raise _oserror(errno.EADDRNOTAVAIL, "that 4-tuple is in use")
-        if self._bound.get(lport) is sock:
-            del self._bound[lport]
+        self._drop_bound(sock, lport)
         conn = self._new_connection(lport, rip, rport, sock)
         self.stats.incr("tcp.active_opens")
         conn.active_open(self._now)
@@ -573,25 +634,77 @@ class TcpLayer:
             code_errno = _error_errno(type, code) or errno.EHOSTUNREACH
             # Hard errors (RFC 1122 §4.2.3.9): protocol and port unreachable.
             hard = type == DEST_UNREACHABLE and code in (2, 3)
+            if not hard and type == DEST_UNREACHABLE and code == UNREACH_HOST and conn.state is State.SYN_SENT \
+                    and self._link_failed(iface, quoted.dst, now):
+                # Our own ARP resolution for the SYN failed (the interface reports it as a local
+                # Host Unreachable): Linux aborts the connect with EHOSTUNREACH (ipv4_link_failure
+                # -> tcp_v4_err in SYN-SENT), and so do we.  ICMP from the wire stays soft.
+                hard = True
             conn.icmp_error(now, code_errno, hard, seq, 0)
         self._dirty[conn] = None
+
+    # -- timers (see "Timers" in the module docstring) -----------------------------------------
+
+    def _schedule(self, conn: TcpConnection) -> None:
+        """Give ``conn``'s next deadline a heap entry unless one at or before it exists."""
+        t = conn.poll_at()
+        if t is not None:
+            s = conn._sched
+            if s is None or t < s:
+                conn._sched = t
+                self._timer_seq += 1
+                heappush(self._timers, (t, self._timer_seq, conn))
+
+    def _due(self, now: int) -> None:
+        """Pop the heap entries due at ``now``: run the timers that really are, mark those dirty."""
+        heap = self._timers
+        dirty = self._dirty
+        closed = State.CLOSED
+        while heap and heap[0][0] <= now:
+            t, _, conn = heappop(heap)
+            if conn._sched != t:
+                continue  # superseded: an earlier entry was pushed for it (and ran), or none is needed
+            conn._sched = None
+            if conn.state is closed:
+                continue
+            real = conn.poll_at()
+            if real is None:
+                continue  # cancelled
+            if real <= now:
+                conn.on_timer(now)
+                if conn.state is not closed:
+                    dirty[conn] = None  # output() runs and _schedule() follows it
+            else:
+                self._schedule(conn)  # moved later: the real deadline goes in
+
+    @staticmethod
+    def _link_failed(iface, dst: int, now: int) -> bool:
+        """Whether ``dst``'s next hop has no link-layer address (its resolution just failed)."""
+        route = getattr(iface, "_route", None)
+        neighbors = getattr(iface, "neighbors", None)
+        if route is None or neighbors is None:
+            return False
+        try:
+            hop, mac = route(dst)
+        except OSError:
+            return False
+        return mac is None and neighbors.lookup(hop, now) is None
 
     def poll(self, iface, now: int) -> None:
         """Run due timers, let every dirty connection send, hand the frames to IP."""
         self._now = now
         dirty = self._dirty
-        for conn in list(self._conns.values()):
-            t = conn.poll_at()
-            if t is not None and t <= now:
-                conn.on_timer(now)
-                if conn.state != State.CLOSED:
-                    dirty[conn] = None
+        if self._timers and self._timers[0][0] <= now:
+            self._due(now)
+        schedule = self._schedule
+        closed = State.CLOSED
         while dirty:
             conns = list(dirty)
             dirty.clear()
             for conn in conns:
-                if conn.state != State.CLOSED:
+                if conn.state is not closed:
                     conn.output(now)
+                    schedule(conn)
         txq = self._txq
         if txq:
             self._txq = []
@@ -611,14 +724,30 @@ class TcpLayer:
                 i = j
 
     def poll_at(self) -> int | None:
+        """The earliest deadline of any connection (the last ``now`` when output waits).
+
+        Exact, not merely early: stale entries on top of the heap are
+        dropped here (their connection's real deadline pushed instead), so
+        the loop never wakes for a timer that was cancelled or moved.
+        """
         if self._dirty or self._txq:
             return self._now
-        best = None
-        for conn in self._conns.values():
-            t = conn.poll_at()
-            if t is not None and (best is None or t < best):
-                best = t
-        return best
+        heap = self._timers
+        closed = State.CLOSED
+        while heap:
+            t, _, conn = heap[0]
+            if conn._sched == t and conn.state is not closed:
+                real = conn.poll_at()
+                if real == t:
+                    return t
+            else:
+                real = None
+            heappop(heap)
+            if conn._sched == t:
+                conn._sched = None
+                if real is not None and conn.state is not closed:
+                    self._schedule(conn)
+        return None
 
     # -- status ----------------------------------------------------------------------------------
 
