@@ -59,6 +59,13 @@ Linux's ``icmp_err_convert``).  An unconnected socket could not tell which
 "hard" codes to a connected socket; we report every Destination Unreachable
 (but fragmentation needed, which is path-MTU information), Time Exceeded and
 Parameter Problem, as RFC 1122 §4.1.3.3 asks.
+
+*Readiness hooks.*  :meth:`UdpLayer._note_readable` is called when a
+socket's receive queue gains a datagram or an error, and
+:meth:`UdpLayer._note_writable` when its share of the send queue drained;
+both do nothing here, and a runtime wraps them to wake the socket's waiters
+(see :mod:`pystack.runtime.sockets`).  ``rcvbuf``/``sndbuf`` are per socket
+(SO_RCVBUF/SO_SNDBUF), starting at the layer's.
 """
 
 from __future__ import annotations
@@ -203,6 +210,8 @@ class UdpSocket:
         self._rx_bytes = 0
         self._tx_bytes = 0  # payload bytes of this socket still in the layer's send queue
         self._error = 0  # a pending errno from an ICMP error (connected sockets), 0 for none
+        self.rcvbuf = layer.rcvbuf  # queue bounds in payload bytes (SO_RCVBUF / SO_SNDBUF)
+        self.sndbuf = layer.sndbuf
         self.closed = False
         self.drops = 0  # datagrams dropped for this socket (rcvbuf_full)
 
@@ -277,9 +286,9 @@ class UdpSocket:
             raise _oserror(errno.EMSGSIZE, f"{len(data)} bytes > {MAX_PAYLOAD}, the most a UDP datagram holds")
         layer = self._layer
         layer._check_route(ip)
-        if self._tx_bytes and self._tx_bytes + len(data) > layer.sndbuf:
+        if self._tx_bytes and self._tx_bytes + len(data) > self.sndbuf:
             layer.stats.incr("udp.sndbuf_full")
-            raise _oserror(errno.EAGAIN, f"{self._tx_bytes} bytes already queued, sndbuf {layer.sndbuf}")
+            raise _oserror(errno.EAGAIN, f"{self._tx_bytes} bytes already queued, sndbuf {self.sndbuf}")
         if not self._local_port:
             layer._bind(self, _INADDR_ANY, 0)
         layer._queue(self, ip, port, data)
@@ -313,6 +322,11 @@ class UdpSocket:
     def readable(self) -> bool:
         """Whether a receive call would not raise BlockingIOError (a datagram or an error waits)."""
         return bool(self._rxq) or bool(self._error)
+
+    @property
+    def writable(self) -> bool:
+        """Whether a datagram may be queued (less than ``sndbuf`` bytes wait), or an error waits."""
+        return self._tx_bytes < self.sndbuf or bool(self._error)
 
     # -- life ----------------------------------------------------------------------
 
@@ -423,6 +437,12 @@ class UdpLayer:
         if self._check_route_fn is not None:
             self._check_route_fn(ip)
 
+    def _note_readable(self, sock: UdpSocket) -> None:
+        """Hook: ``sock`` got a datagram or an error (see "Readiness hooks" in the module docstring)."""
+
+    def _note_writable(self, sock: UdpSocket) -> None:
+        """Hook: ``sock``'s queued datagrams all went to IP."""
+
     def _queue(self, sock: UdpSocket, ip: int, port: int, data: bytes) -> None:
         sock._tx_bytes += len(data)
         self._txq.append((sock, sock._local_port, ip, port, data))
@@ -460,13 +480,14 @@ class UdpLayer:
                 iface.send_icmp_error(now, DEST_UNREACHABLE, UNREACH_PORT, ip.datagram)
             return
         n = len(data)
-        if sock._rxq and sock._rx_bytes + n > self.rcvbuf:
+        if sock._rxq and sock._rx_bytes + n > sock.rcvbuf:
             stats.incr("udp.rcvbuf_full")
             sock.drops += 1
             return
         sock._rxq.append((bytes(data), ip.src, sport))
         sock._rx_bytes += n
         stats.incr("udp.delivered")
+        self._note_readable(sock)
 
     def handle_icmp_error(self, iface, now: int, type: int, code: int, quoted, mtu: int) -> None:
         """An ICMP error about a datagram we sent: tell the connected socket it concerns."""
@@ -482,6 +503,7 @@ class UdpLayer:
             return
         sock._error = code_errno
         self.stats.incr("udp.icmp_errors")
+        self._note_readable(sock)
 
     def poll(self, iface, now: int) -> None:
         """Hand every queued datagram to IP, oldest first."""
@@ -491,6 +513,8 @@ class UdpLayer:
         while txq:
             sock, sport, ip, port, data = txq.popleft()
             sock._tx_bytes -= len(data)
+            if not sock._tx_bytes:
+                self._note_writable(sock)
             try:
                 iface.send_udp(now, ip, sport, port, data)
             except OSError:

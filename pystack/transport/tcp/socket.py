@@ -15,6 +15,17 @@ Errors follow Linux: a pending error (ECONNREFUSED, ECONNRESET, ETIMEDOUT,
 or a soft ICMP error that caused a timeout) is raised once by the next
 ``send``/``recv`` and cleared, as ``sock_error()`` does; afterwards ``recv``
 returns b"" and ``send`` raises BrokenPipeError (EPIPE).
+
+``connect`` keeps Linux's socket-level state (``__inet_stream_connect``,
+net/ipv4/af_inet.c): a socket whose connect started is *connecting* until
+a later ``connect`` call sees the outcome -- EALREADY while the handshake
+runs, 0 once it is established (the socket is then *connected*: EISCONN
+from then on), or the attempt's error (ECONNABORTED when SO_ERROR already
+took it), after which the socket is unconnected again and may connect anew.
+``shutdown`` of a listener with SHUT_RD stops listening and of a socket in
+SYN-SENT abandons the attempt, both without error, as Linux's
+``inet_shutdown`` does.  ``reuseaddr`` is SO_REUSEADDR (socket(7)); the
+layer applies Linux's bind rule (see :mod:`pystack.transport.tcp.layer`).
 """
 
 from __future__ import annotations
@@ -55,6 +66,8 @@ class TcpSocket:
         self._local_ip = 0
         self._local_port = conn.local_port if conn is not None else 0
         self._listening = False
+        self._connecting = False  # Linux's SS_CONNECTING (see the module docstring)
+        self.reuseaddr = False  # SO_REUSEADDR; accepted sockets inherit it (Linux's sk_clone)
         self.backlog = 0
         self._syn_q: set[TcpConnection] = set()
         self._accept_q: deque[TcpConnection] = deque()
@@ -98,9 +111,10 @@ class TcpSocket:
             raise _oserror(errno.EINVAL, "socket is connected")
         if not self._local_port:
             self._local_port = self._layer._bind(self, 0)  # Linux binds an ephemeral port
+        if not self._listening:
+            self._layer._listen(self, self._local_port)  # EADDRINUSE: another listener (socket(7))
         self.backlog = max(1, min(backlog, 65535))
         self._listening = True
-        self._layer._listen(self, self._local_port)
 
     def _accept_room(self) -> bool:
         return self._listening and len(self._accept_q) < self.backlog
@@ -117,6 +131,7 @@ class TcpSocket:
         sock = TcpSocket(self._layer, conn)
         sock._local_ip = self._layer.local_ip
         sock.congestion = self.congestion
+        sock.reuseaddr = self.reuseaddr
         return sock, (ip_to_str(conn.remote_ip), conn.remote_port)
 
     def connect(self, addr: tuple[str, int]) -> None:
@@ -145,11 +160,18 @@ class TcpSocket:
             raise _oserror(errno.EISCONN, "socket is listening")
         conn = self._conn
         if conn is not None:
-            if conn.state == State.SYN_SENT:
-                return errno.EALREADY
-            if conn.state != State.CLOSED:
+            if not self._connecting:
                 raise _oserror(errno.EISCONN)
-            raise _oserror(errno.EISCONN, "connect again after a failed connect needs a new socket")
+            # Linux __inet_stream_connect, SS_CONNECTING (see the module docstring).
+            st = conn.state
+            if st == State.SYN_SENT or st == State.SYN_RECEIVED:
+                return errno.EALREADY
+            self._connecting = False
+            if st != State.CLOSED:
+                return 0  # connected
+            code, conn.error = conn.error, 0
+            self._conn = None  # unconnected: a further connect() starts a new attempt
+            return code or errno.ECONNABORTED
         if port == 0:
             raise _oserror(errno.ECONNREFUSED, "port 0")
         layer = self._layer
@@ -157,6 +179,7 @@ class TcpSocket:
         lport = self._local_port or layer._ephemeral()
         self._conn = layer._connect(self, lport, ip, port)
         self._local_port = lport
+        self._connecting = True
         return errno.EINPROGRESS
 
     @property
@@ -242,12 +265,28 @@ class TcpSocket:
     # -- closing ---------------------------------------------------------------------------------
 
     def shutdown(self, how: int) -> None:
-        """SHUT_RD: further recv returns b""; SHUT_WR: send a FIN after the queued data (half-close)."""
+        """SHUT_RD: further recv returns b""; SHUT_WR: send a FIN after the queued data (half-close).
+
+        As Linux's ``inet_shutdown``: a listener given SHUT_RD (or SHUT_RDWR)
+        stops listening -- its queued connections are reset and it keeps its
+        port, bound -- and ignores SHUT_WR; a socket in SYN-SENT abandons the
+        attempt; an unconnected or closed one raises ENOTCONN.
+        """
         self._check_open()
         if how not in (SHUT_RD, SHUT_WR, SHUT_RDWR):
             raise _oserror(errno.EINVAL, f"how must be 0, 1 or 2, not {how!r}")
+        if self._listening:
+            if how != SHUT_WR:
+                self._stop_listening()
+                self._layer._bind_listener_port(self, self._local_port)
+            return
         conn = self._conn
-        if conn is None or conn.state in (State.CLOSED, State.SYN_SENT):
+        if conn is not None and conn.state == State.SYN_SENT:
+            conn.abort(self._layer.now)  # no RST in SYN-SENT (RFC 9293 §3.10.5)
+            self._conn = None
+            self._connecting = False
+            return
+        if conn is None or conn.state == State.CLOSED:
             raise _oserror(errno.ENOTCONN)
         now = self._layer.now
         if how in (SHUT_RD, SHUT_RDWR):
@@ -269,21 +308,26 @@ class TcpSocket:
             return
         self.closed = True
         layer = self._layer
-        now = layer.now
         if self._listening:
-            self._listening = False
-            layer._unbind(self, self._local_port)
-            for conn in list(self._syn_q) + list(self._accept_q):
-                conn.abort(now)
-                layer._mark(conn)
-            self._syn_q.clear()
-            self._accept_q.clear()
+            self._stop_listening()
             return
         layer._unbind(self, self._local_port)
         conn = self._conn
         if conn is not None and conn.state != State.CLOSED:
-            conn.app_close(now)
+            conn.app_close(layer.now)
             layer._mark(conn)
+
+    def _stop_listening(self) -> None:
+        """Leave LISTEN: give up the port and reset the connections in the queues, as Linux does."""
+        layer = self._layer
+        now = layer.now
+        self._listening = False
+        layer._unbind(self, self._local_port)
+        for conn in list(self._syn_q) + list(self._accept_q):
+            conn.abort(now)
+            layer._mark(conn)
+        self._syn_q.clear()
+        self._accept_q.clear()
 
     def abort(self) -> None:
         """RFC 9293 §3.10.5 ABORT: RST to the peer, everything dropped; the socket is closed."""
@@ -406,8 +450,10 @@ class TcpSocket:
 
     def setsockopt(self, name: str, value) -> None:
         """``setsockopt`` by name: nodelay, keepalive, keepidle, keepintvl, keepcnt, user_timeout,
-        rcvbuf, sndbuf (before connect/listen), linger ((on, seconds))."""
-        if name in ("nodelay", "keepalive", "keepidle", "keepintvl", "keepcnt", "user_timeout"):
+        rcvbuf, sndbuf (before connect/listen), linger ((on, seconds)), reuseaddr."""
+        if name == "reuseaddr":
+            self.reuseaddr = bool(value)
+        elif name in ("nodelay", "keepalive", "keepidle", "keepintvl", "keepcnt", "user_timeout"):
             setattr(self, name, value)
         elif name in ("rcvbuf", "sndbuf"):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -428,7 +474,7 @@ class TcpSocket:
         if name == "error":
             return self.take_error()
         if name in ("nodelay", "keepalive", "keepidle", "keepintvl", "keepcnt", "user_timeout",
-                    "rcvbuf", "sndbuf", "linger"):
+                    "rcvbuf", "sndbuf", "linger", "reuseaddr"):
             return getattr(self, name)
         raise _oserror(errno.ENOPROTOOPT, f"unknown option {name!r}")
 
