@@ -34,7 +34,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import time
 from dataclasses import dataclass, field
 
 from pystack import _accel
@@ -138,9 +137,8 @@ class Daemon:
     def run(self, on_ready=None) -> None:
         """Set everything up, call ``on_ready(self)``, run until :meth:`stop`, tear down."""
         from pystack.iface.interface import Interface, InterfaceConfig
-        from pystack.phy.fault_injector import FaultInjector, parse_impairment
-        from pystack.phy.pcap_writer import PcapWriter
-        from pystack.phy.tracer import Tracer
+        from pystack.phy.fault_injector import parse_impairment
+        from pystack.runtime.stack import build_device_chain
         from pystack.wire.ipv4 import ip_from_str
 
         cfg = self.config
@@ -157,18 +155,9 @@ class Daemon:
                 device = setup.device
                 try:
                     self._checkpoint()
-                    if cfg.pcap:
-                        origin = time.time_ns() // 1000 - clock()
-                        try:
-                            device = self.pcap = PcapWriter(device, cfg.pcap, time_origin=origin)
-                        except OSError as exc:
-                            raise SetupError(f"cannot write the capture {cfg.pcap}: "
-                                             f"{exc.strerror or exc}") from None
-                    if cfg.trace:
-                        device = Tracer(device, level=logging.INFO)
-                    if faults is not None:
-                        rx, tx, seed = faults
-                        device = self.faults = FaultInjector(device, rx, tx, seed=seed)
+                    # The same chain as a pystack.Stack's (pcap, tracer, faults), shared code.
+                    chain = build_device_chain(device, pcap=cfg.pcap, trace=cfg.trace, faults=faults, clock=clock)
+                    device, self.pcap, self.faults = chain.device, chain.pcap, chain.faults
                     address, prefix = cfg.ip
                     iface_config = InterfaceConfig(
                         mac=cfg.mac or default_mac(address), ip=ip_from_str(address), prefix_len=prefix,

@@ -448,6 +448,25 @@ class Stack:
     # -- default --------------------------------------------------------------------------------------
 
     @classmethod
+    def join(cls, control_path: str, ip: str, *, mac=None, timeout: float = 5.0, **kwargs) -> "Stack":
+        """A Stack that joins a running daemon's link instead of owning a TAP.
+
+        The daemon (``pystack up --control PATH``) plugs this stack into the
+        switch on top of its device chain, so it becomes another host on the
+        TAP's Ethernet segment with its own ``ip`` (in the daemon's subnet:
+        "A.B.C.D" or "A.B.C.D/N") and MAC; the kernel side reaches it like the
+        daemon, and its traffic with the kernel crosses the daemon's capture,
+        trace and fault injector.  ``kwargs`` go to :class:`Stack` (``tcp``,
+        ``batch``...).  Closing the Stack unplugs it.  Raises OSError
+        (EADDRINUSE, EADDRNOTAVAIL) when the daemon refuses the addresses and
+        :class:`~pystack.runtime.control.ControlError` when no daemon answers.
+        See :func:`pystack.runtime.switch.join`.
+        """
+        from pystack.runtime.switch import join
+
+        return join(control_path, ip, mac=mac, timeout=timeout, **kwargs)
+
+    @classmethod
     def default(cls) -> "Stack":
         """The most recently created Stack that is still open."""
         with _registry_lock:

@@ -343,10 +343,10 @@ def test_16mib_kernel_to_joined_host_beside_kernel_to_daemon(joind, tmp_path):
 
 
 def test_join_gives_a_stack_with_the_socket_api(joind):
-    """:func:`pystack.runtime.switch.join`: a :class:`pystack.Stack` on the daemon's link."""
-    from pystack.runtime.switch import join
+    """``pystack.Stack.join``: a :class:`pystack.Stack` on the daemon's link."""
+    import pystack
 
-    with join(joind.control, JOIN_B) as st:
+    with pystack.Stack.join(joind.control, JOIN_B) as st:
         assert st.ip == JOIN_B and st.mac.hex(":") == "02:50:0a:4e:05:04"
         with st.create_connection((DAEMON_IP, ECHO), timeout=WAIT_S) as c:  # the daemon's echo
             c.sendall(b"through the switch" * 1000)
