@@ -15,6 +15,28 @@ __all__ = [
     "BadChecksum",
     "BadField",
     "MalformedPacket",
+    "Stack",
     "Truncated",
     "__version__",
+    "make_server",
+    "open_connection",
+    "start_server",
 ]
+
+
+def __getattr__(name: str):
+    # Lazy (PEP 562): ``pystack.Stack`` imports the runtime only when first used, so
+    # ``import pystack`` still opens nothing and starts no thread.
+    if name == "Stack":
+        from pystack.runtime.stack import Stack
+
+        return Stack
+    if name in ("open_connection", "start_server"):  # asyncio streams (pystack.asyncio), equally lazy
+        from pystack.runtime import streams
+
+        return getattr(streams, name)
+    if name == "make_server":  # socketserver / http.server classes on pystack sockets
+        from pystack.runtime.stdlib_servers import make_server
+
+        return make_server
+    raise AttributeError(f"module 'pystack' has no attribute {name!r}")
