@@ -98,6 +98,20 @@ def pytest_collection_modifyitems(config, items):
 _skipped_netns: list[str] = []
 
 
+def pytest_configure(config):
+    # SIGTERM (a CI timeout, `kill`) would end the run without unwinding: the
+    # namespaces, TAPs and daemons the fixtures made would stay.  Turned into
+    # KeyboardInterrupt, pytest stops the way it does on Ctrl-C and every
+    # fixture's teardown runs.
+    import signal
+
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        def interrupt(signum, frame):
+            raise KeyboardInterrupt(f"signal {signum}")
+
+        signal.signal(signal.SIGTERM, interrupt)
+
+
 def pytest_runtest_logreport(report):
     if report.skipped and "netns" in report.keywords:
         _skipped_netns.append(report.nodeid)

@@ -12,7 +12,8 @@ that fails on ``kernel`` is a wrong test.
 
 Worlds are module-scoped (a namespace pair or a Stack per test module and
 kind) to keep the suite fast: tests must use their own ports and leave no
-socket open.  Everything is created here and removed at teardown, also on
+socket open.  Neighbour state carries over between the tests of a module:
+a test that needs an address nobody answers should use one of its own.  Everything is created here and removed at teardown, also on
 failure; nothing touches the root namespace.
 """
 
@@ -40,7 +41,8 @@ _ns_lock = threading.RLock()
 
 
 @contextmanager
-def _inside(ns):
+def inside(ns):
+    """The calling thread inside ``ns`` (``world.near`` or ``world.far``) for the block."""
     with _ns_lock, ns.entered():
         yield
 
@@ -55,13 +57,13 @@ class _KernelModule:
         return getattr(_socket, name)
 
     def socket(self, family=_socket.AF_INET, type=_socket.SOCK_STREAM, proto=0, fileno=None):
-        with _inside(self._ns):
+        with inside(self._ns):
             return _socket.socket(family, type, proto, fileno)
 
     def create_connection(self, address, timeout=_socket._GLOBAL_DEFAULT_TIMEOUT, source_address=None):
         # As socket.create_connection for one IPv4 address; only making the socket needs the
         # namespace, so a blocking connect does not hold the namespace lock.
-        with _inside(self._ns):
+        with inside(self._ns):
             sock = _socket.socket(_socket.AF_INET, _socket.SOCK_STREAM)
         try:
             if timeout is not _socket._GLOBAL_DEFAULT_TIMEOUT:
@@ -75,7 +77,7 @@ class _KernelModule:
         return sock
 
     def create_server(self, *args, **kwargs):
-        with _inside(self._ns):
+        with inside(self._ns):
             return _socket.create_server(*args, **kwargs)
 
 
@@ -121,7 +123,7 @@ class World:
 
     def peer_socket(self, type=_socket.SOCK_STREAM) -> _socket.socket:
         """A stdlib socket inside the far namespace (the peer)."""
-        with _inside(self.far):
+        with inside(self.far):
             return _socket.socket(_socket.AF_INET, type)
 
     def peer_argv(self, *argv: str) -> list[str]:
@@ -143,8 +145,10 @@ class World:
             import pystack.asyncio as pasyncio
 
             return await pasyncio.open_connection(host, port, stack=self.stack, **kwargs)
-        with _inside(self.near):
-            sock = _socket.socket(_socket.AF_INET, _socket.SOCK_STREAM)
+        # As asyncio's own open_connection(host, port) makes it: proto IPPROTO_TCP, as getaddrinfo
+        # answers, so asyncio turns Nagle off (pystack.asyncio does the same).
+        with inside(self.near):
+            sock = _socket.socket(_socket.AF_INET, _socket.SOCK_STREAM, _socket.IPPROTO_TCP)
         try:
             sock.setblocking(False)
             await asyncio.get_running_loop().sock_connect(sock, (host, port))
@@ -158,10 +162,17 @@ class World:
             import pystack.asyncio as pasyncio
 
             return await pasyncio.start_server(client_connected_cb, host, port, stack=self.stack, **kwargs)
-        backlog = kwargs.pop("backlog", 100)
-        with _inside(self.near):
-            sock = _socket.create_server((host or "", port), backlog=backlog)
-        sock.setblocking(False)
+        # As asyncio's start_server(cb, host, port) makes it: IPPROTO_TCP, SO_REUSEADDR, bound now,
+        # listening only when the server starts serving (asyncio calls listen(backlog) then).
+        with inside(self.near):
+            sock = _socket.socket(_socket.AF_INET, _socket.SOCK_STREAM, _socket.IPPROTO_TCP)
+        try:
+            sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEADDR, 1)
+            sock.bind((host or "", port))
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
         return await asyncio.start_server(client_connected_cb, sock=sock, **kwargs)
 
 

@@ -41,7 +41,7 @@ import time
 from pathlib import Path
 
 import pytest
-from apps_harness import _inside, world  # noqa: F401  (world is the fixture)
+from apps_harness import inside, world  # noqa: F401  (world is the fixture)
 from conftest import require
 
 from pystack.runtime.stdlib_servers import make_server
@@ -90,9 +90,9 @@ def docroot(tmp_path_factory) -> Path:
 def _build(world, server_class, address, handler):
     """``server_class(address, handler)`` bound and listening on the side under test."""
     if world.kind == "kernel":
-        with _inside(world.near):      # the stdlib's own constructor; its socket is made in near
+        with inside(world.near):      # the stdlib's own constructor; its socket is made in near
             return server_class(address, handler)
-    with _inside(world.far):           # only to confine HTTPServer's getfqdn (module docstring)
+    with inside(world.far):           # only to confine HTTPServer's getfqdn (module docstring)
         return make_server(server_class, address, handler, stack=world.stack)
 
 
