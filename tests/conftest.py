@@ -106,7 +106,15 @@ def pytest_configure(config):
     import signal
 
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        pid = os.getpid()
+
         def interrupt(signum, frame):
+            if os.getpid() != pid:
+                # A forked child (pyroute2 forks to make a namespace, then ends the
+                # child with SIGTERM): it must die as before, not unwind pytest's
+                # copy of the fixtures -- that would remove the parent's namespaces.
+                signal.signal(signum, signal.SIG_DFL)
+                os.kill(os.getpid(), signum)
             raise KeyboardInterrupt(f"signal {signum}")
 
         signal.signal(signal.SIGTERM, interrupt)
