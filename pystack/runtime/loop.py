@@ -173,9 +173,10 @@ class Loop:
         self._error_run = 0
         self._failure: OSError | None = None
 
-        # call_soon hand-off.  ``_signalled`` avoids one eventfd write per
-        # call while the loop has not yet consumed the previous one.
-        self._lock = threading.Lock()
+        # call_soon hand-off, lock-free (deque.append and popleft are atomic),
+        # so a signal handler may queue a call while its thread is inside
+        # call_soon.  ``_signalled`` saves the eventfd write while a wake-up
+        # is pending; racing callers may both write, which is harmless.
         self._calls: deque = deque()
         self._signalled = False
         self._stopping = False
@@ -188,17 +189,18 @@ class Loop:
         """Run ``fn(*args)`` in the owner thread at its next iteration; callable from any thread.
 
         Callables run in the order they were queued, before the iteration's
-        flush, so frames they cause leave in the same iteration.  Do not call
-        it from a signal handler (it takes a lock); use :meth:`stop` there.
+        flush, so frames they cause leave in the same iteration.  It takes no
+        lock: a signal handler may call it, also while its own thread is
+        inside call_soon.
         """
         if self._closed:
             raise RuntimeError("call_soon on a closed Loop")
-        with self._lock:
-            self._calls.append((fn, args))
-            if self._signalled:
-                return
+        self._calls.append((fn, args))
+        # The owner clears the flag before it takes the calls: a caller that still sees it
+        # set appended before the clear, so its call is taken in that round.
+        if not self._signalled:
             self._signalled = True
-        self._wake()
+            self._wake()
 
     def stop(self) -> None:
         """Ask :meth:`run` to return after the current iteration.  Safe from any thread and
@@ -354,11 +356,12 @@ class Loop:
         self.stats["wakeups"] += 1
 
     def _run_calls(self) -> None:
-        with self._lock:
-            calls, self._calls = self._calls, deque()
-            self._signalled = False
+        # The calls queued so far; those they queue themselves run next iteration.
+        self._signalled = False
+        calls = self._calls
         stats = self.stats
-        for fn, args in calls:
+        for _ in range(len(calls)):
+            fn, args = calls.popleft()
             stats["callbacks"] += 1
             try:
                 fn(*args)

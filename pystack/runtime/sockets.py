@@ -17,10 +17,12 @@ Theory of operation
 *One owner.*  A TcpSocket, UdpSocket or TCB is only ever touched by the
 Stack's loop thread.  Every call of an application thread is a *hand-off*:
 the thread queues a small operation with ``Loop.call_soon`` (which wakes the
-loop through its eventfd) and sleeps on a lock of its own (one per thread,
-reused) until the loop ran the operation and stored its result or
-exception (``Stack._call``).  An operation never waits: it returns a result,
-raises the errno Linux gives, or returns ``_AGAIN`` ("would block").
+loop through its eventfd) and sleeps on a lock made for that call until the
+loop ran the operation and stored its result or exception (``Stack._call``;
+a call given up -- interrupted by a signal handler's exception -- either
+never runs or has the sockets it made closed).  An operation never waits:
+it returns a result, raises the errno Linux gives, or returns ``_AGAIN``
+("would block").
 
 *Readiness descriptor (decision).*  Each socket owns a
 ``socketpair(AF_UNIX, SOCK_STREAM)``: the application's end *A* is what
@@ -38,7 +40,10 @@ writable in all four combinations (an eventfd cannot be unwritable without
 being readable, a pipe has two descriptors), and ``select``, ``poll``,
 ``selectors`` and asyncio's ``add_reader``/``add_writer`` see exactly what
 Linux's ``tcp_poll``/``datagram_poll`` would report, mapped onto select's
-sets: readable = POLLIN|POLLHUP|POLLERR, writable = POLLOUT|POLLERR:
+sets: readable = POLLIN|POLLHUP|POLLERR, writable = POLLOUT|POLLERR.  The
+sans-I/O sockets define it (``readable``/``writable`` of
+:class:`~pystack.transport.tcp.socket.TcpSocket` and
+:class:`~pystack.transport.udp.UdpSocket`); A only mirrors it:
 
 ====================  ============================  =================================
 socket                readable                      writable
@@ -65,11 +70,18 @@ unreadable.  The per-iteration cost does not depend on how many sockets sit
 idle.
 
 *Blocking calls* never spin: a blocking ``recv`` hands off, and on
-``_AGAIN`` waits with ``poll(2)`` on A for the remaining timeout, then hands
-off again.  Timeouts follow the stdlib exactly: None blocks, 0.0 raises
-BlockingIOError (EAGAIN; EINPROGRESS for connect), a positive value raises
-``TimeoutError("timed out")`` -- per call, except ``sendall``, whose
-deadline covers the whole call (as CPython's).
+``_AGAIN`` waits with ``poll(2)`` on A for the remaining timeout (in steps
+poll's int of milliseconds can hold), then hands off again.  Timeouts
+follow the stdlib exactly: None blocks, 0.0 raises BlockingIOError (EAGAIN;
+EINPROGRESS for connect), a positive value raises ``TimeoutError("timed
+out")`` -- per call, except ``sendall``, whose deadline covers the whole
+call (as CPython's); a timeout too large for CPython's clock raises its
+OverflowError at ``settimeout``.  A blocking TCP ``send`` (no timeout, no
+MSG_DONTWAIT) returns only once all of its data is in the send buffer, as
+Linux's ``tcp_sendmsg`` waits in ``sk_stream_wait_memory``; an error after
+some progress returns the count and leaves the error for the next call.
+With a timeout it sends what fits, as CPython's timeout sockets (non-blocking
+descriptors underneath) do.
 
 *Closing* (``close``, ``Stack.close``, or a socket collected unclosed): the
 loop closes the sans-I/O socket (FIN, or RST as ``close`` would), closes B
@@ -106,6 +118,7 @@ ENETUNREACH).
 
 from __future__ import annotations
 
+import builtins
 import errno
 import io
 import logging
@@ -119,7 +132,7 @@ import time
 import warnings
 
 from pystack.transport.tcp.connection import _CAN_SEND, State
-from pystack.transport.udp import _parse_addr
+from pystack.transport.udp import _parse_addr, ip_to_str
 
 log = logging.getLogger("pystack.runtime")
 
@@ -152,6 +165,12 @@ _SYN_STATES = (State.SYN_SENT, State.SYN_RECEIVED)
 _SO_ACCEPTCONN = getattr(_std, "SO_ACCEPTCONN", 30)
 _SO_PROTOCOL = getattr(_std, "SO_PROTOCOL", 38)
 _SO_DOMAIN = getattr(_std, "SO_DOMAIN", 39)
+
+#: CPython's socket timeouts are 64-bit counts of nanoseconds (``_PyTime_t``).
+_NS_LIMIT = 1 << 63
+#: poll(2) takes its timeout as an int of milliseconds: longer waits are made of such steps.
+_POLL_MAX_MS = (1 << 31) - 1
+_SEQ_MASK = 0xFFFFFFFF  # sequence number arithmetic (RFC 9293 §3.4)
 
 _sysctl_cache: dict[str, int] = {}
 
@@ -193,9 +212,14 @@ def setdefaulttimeout(timeout) -> None:
 
 
 def _check_timeout(value) -> float | None:
+    """A timeout as CPython's ``socket_parse_timeout`` takes it: it must fit its clock, a 64-bit
+    count of nanoseconds (OverflowError, with CPython's messages), and not be negative."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, int) and not isinstance(value, bool):
+        if not -_NS_LIMIT <= value * 1_000_000_000 < _NS_LIMIT:
+            raise OverflowError("timestamp too large to convert to C _PyTime_t")
+    elif not isinstance(value, float):
         try:
             value = float(value.__float__())
         except AttributeError:
@@ -203,6 +227,8 @@ def _check_timeout(value) -> float | None:
     value = float(value)
     if math.isnan(value):
         raise ValueError("Invalid value NaN (not a number)")
+    if not -_NS_LIMIT <= value * 1e9 < _NS_LIMIT:
+        raise OverflowError("timestamp out of range for platform time_t")
     if value < 0:
         raise ValueError("Timeout value out of range")
     return value
@@ -211,35 +237,39 @@ def _check_timeout(value) -> float | None:
 # -- loop side ---------------------------------------------------------------------------------
 
 
+def _readiness_pair() -> tuple[int, int]:
+    """A new readiness descriptor pair (A, B) (see the module docstring); OSError (EMFILE...)."""
+    a, b = _std.socketpair(_std.AF_UNIX, _std.SOCK_STREAM | _TYPE_FLAGS)
+    try:
+        a.setsockopt(_std.SOL_SOCKET, _std.SO_SNDBUF, 1)  # the minimum: see the module docstring
+    except BaseException:
+        a.close()
+        b.close()
+        raise
+    return a.detach(), b.detach()
+
+
 class _Core:
     """One socket as the loop sees it.  Every field is the loop thread's, except ``a_fd``,
-    ``waiters`` and ``app_done``, which application threads touch under ``lock``."""
+    ``waiters`` and ``app_done``, which application threads touch under ``lock`` (re-entrant: a
+    signal handler may close a socket while its thread holds the lock)."""
 
     __slots__ = ("hub", "sock", "tcp", "a_fd", "b_fd", "r", "w", "closed", "lock", "waiters", "app_done",
-                 "conn", "rd_shut", "wr_shut", "user_timeout_set", "rcvbuf_opt", "sndbuf_opt", "broadcast",
+                 "conn", "user_timeout_set", "rcvbuf_opt", "sndbuf_opt", "broadcast",
                  "reuse_udp", "linger_udp", "__weakref__")
 
-    def __init__(self, hub: "SocketHub", sock, tcp: bool) -> None:
+    def __init__(self, hub: "SocketHub", sock, tcp: bool, fds: tuple[int, int]) -> None:
         self.hub = hub
         self.sock = sock
         self.tcp = tcp
-        a, b = _std.socketpair(_std.AF_UNIX, _std.SOCK_STREAM | _TYPE_FLAGS)
-        try:
-            a.setsockopt(_std.SOL_SOCKET, _std.SO_SNDBUF, 1)  # the minimum: see the module docstring
-        except BaseException:
-            a.close()
-            b.close()
-            raise
-        self.a_fd = a.detach()
-        self.b_fd = b.detach()
+        self.a_fd, self.b_fd = fds
         self.r = False  # what A shows now
         self.w = True
         self.closed = False  # B closed; the loop no longer touches A
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()
         self.waiters = 0
         self.app_done = False  # the application is done with A: close it when nobody waits
         self.conn = None  # the TcpConnection registered in hub._by_conn
-        self.rd_shut = self.wr_shut = False  # UDP shutdown()
         self.user_timeout_set = 0  # TCP_USER_TIMEOUT as set (ms), 0: the default
         self.rcvbuf_opt = self.sndbuf_opt = None  # SO_RCVBUF / SO_SNDBUF as getsockopt reports them
         self.broadcast = False
@@ -248,32 +278,13 @@ class _Core:
 
     # -- readiness ------------------------------------------------------------------------------
 
-    def readiness(self) -> tuple[bool, bool]:
-        """(readable, writable) as the module docstring's table says."""
-        s = self.sock
-        if not self.tcp:
-            err = bool(s._error)
-            return (bool(s._rxq) or err or self.rd_shut), (s._tx_bytes < s.sndbuf or err or self.wr_shut)
-        if s._listening:
-            return bool(s._accept_q), False
-        conn = s._conn
-        if conn is None:
-            return True, True
-        st = conn.state
-        if st is State.CLOSED or conn.error:
-            return True, True
-        if st is State.SYN_SENT or st is State.SYN_RECEIVED:
-            return False, False
-        r = conn.readable_bytes > 0 or conn.eof or conn.rd_shut
-        w = (conn.wr_shut or st not in _CAN_SEND
-             or 3 * conn.unsent_or_unacked <= 2 * conn.sndbuf_limit)  # Linux sk_stream_is_writeable
-        return r, w
-
     def sync(self) -> None:
-        """Make A show :meth:`readiness` (loop thread)."""
+        """Make A show the socket's readiness (the module docstring's table; loop thread)."""
         if self.closed:
             return
-        r, w = self.readiness()
+        sock = self.sock
+        r = sock.readable
+        w = sock.writable
         try:
             if r != self.r:
                 if r:
@@ -307,6 +318,15 @@ class _Core:
                 os.close(fd)
 
 
+def cores_in(value) -> tuple:
+    """The sockets in a hand-off's result: ``socket()`` returns a core, ``accept()`` a pair."""
+    if isinstance(value, _Core):
+        return (value,)
+    if isinstance(value, tuple) and value and isinstance(value[0], _Core):
+        return (value[0],)
+    return ()
+
+
 class SocketHub:
     """Every socket of one Stack, from the loop's side; a loop service (see the module docstring).
 
@@ -322,6 +342,8 @@ class SocketHub:
         self._by_sock: dict = {}  # listening TcpSocket / UdpSocket -> _Core
         self._dirty: dict[_Core, None] = {}
         self._lingering: dict = {}  # TcpConnection -> threading.Event (SO_LINGER close)
+        self._draining: set = set()  # connections Stack.close waits for (close_all)
+        self._drained: threading.Event | None = None
         self.orphans: list[_Core] = []  # appended from any thread (list.append is atomic)
         tcp, udp = iface.tcp, iface.udp
         tcp._note_readable = self._note_conn
@@ -351,10 +373,16 @@ class SocketHub:
             core = self._by_sock.get(lst)
             if core is not None:
                 self._dirty[core] = None
-        if self._lingering and new not in _LINGER_STATES:
-            event = self._lingering.pop(conn, None)
-            if event is not None:
-                event.set()
+        if new not in _LINGER_STATES:
+            if self._lingering:
+                event = self._lingering.pop(conn, None)
+                if event is not None:
+                    event.set()
+            draining = self._draining
+            if draining and conn in draining:
+                draining.discard(conn)
+                if not draining:
+                    self._drained.set()
 
     # -- service protocol (Loop) ---------------------------------------------------------------------
 
@@ -381,21 +409,29 @@ class SocketHub:
     # -- registry (loop thread) -----------------------------------------------------------------------
 
     def new_core(self, tcp: bool) -> _Core:
+        fds = _readiness_pair()
         sock = self.iface.tcp.socket() if tcp else self.iface.udp.socket()
-        core = _Core(self, sock, tcp)
+        core = _Core(self, sock, tcp, fds)
         self.cores.add(core)
         if not tcp:
             self._by_sock[sock] = core
         core.sync()
         return core
 
-    def adopt(self, sock) -> _Core:
-        """A core for ``sock``, a connection accept() returned."""
-        core = _Core(self, sock, True)
+    def adopt(self, sock, fds: tuple[int, int]) -> _Core:
+        """A core for ``sock``, a connection accept() returned, with its readiness pair ``fds``."""
+        core = _Core(self, sock, True, fds)
         self.cores.add(core)
         self.track_conn(core)
         core.sync()
         return core
+
+    def dispose(self, value) -> None:
+        """Close the sockets in a hand-off's result that nobody will read (its caller gave up)."""
+        for core in cores_in(value):
+            core.app_done = True
+            self.close_core(core)
+            core.release_a()
 
     def track_conn(self, core: _Core) -> None:
         """Keep ``_by_conn`` in step with the core's TcpSocket (after connect, accept, shutdown)."""
@@ -439,13 +475,15 @@ class SocketHub:
             core.shut()
         return wait
 
-    def close_all(self) -> None:
+    def close_all(self) -> threading.Event | None:
         """Close every socket (Stack.close), as each one's close() would, without lingering.
 
         The application's ends (A) stay open, readable and writable, until the
         application closes its socket objects (or they are collected): a
         selector or an asyncio loop waiting on A must see the event, and its
         next call gets EBADF -- closing A under it would leave it waiting.
+        Returns an event set once every connection still delivering its data
+        or FIN (those closed now and earlier) is done, or None if none is.
         """
         for core in list(self.cores):
             try:
@@ -455,6 +493,35 @@ class SocketHub:
         for event in self._lingering.values():
             event.set()
         self._lingering.clear()
+        self._draining = {conn for conn in self.iface.tcp.connections() if conn.state in _LINGER_STATES}
+        if not self._draining:
+            return None
+        self._drained = threading.Event()
+        return self._drained
+
+    def reset_undrained(self) -> None:
+        """Reset every connection still holding unsent data or waiting for its FIN's ACK (the end
+        of Stack.close's drain): the peer learns the connection is gone (stack module docstring).
+
+        The RST carries the sequence number Linux's ``tcp_acceptable_seq`` picks (SND.NXT, or
+        the right edge of the peer's window if SND.NXT is past it, as after a zero-window
+        probe), so that a peer applying RFC 5961 §3.2 takes it.  Deviation: RFC 9293 §3.10.5
+        ABORT sends no RST in CLOSING or LAST-ACK; here it does, since a peer whose FIN we
+        acknowledged may still wait for our data or FIN forever.
+        """
+        tcp = self.iface.tcp
+        now = tcp.now
+        resets = 0
+        for conn in tcp.connections():
+            if conn.state in _LINGER_STATES:
+                edge = (conn.snd_una + conn.snd_wnd) & _SEQ_MASK
+                past = 0 < ((conn.snd_nxt - edge) & _SEQ_MASK) < 1 << 31
+                tcp._emit_rst(conn, edge if past else conn.snd_nxt)
+                conn._set_state(State.CLOSED, now)  # abort() without its own RST (seq SND.MAX)
+                resets += 1
+        self._draining.clear()
+        if resets:
+            log.info("reset %d connection(s) still delivering data or FIN at close", resets)
 
     def abandon(self) -> None:
         """The loop is gone: wake every waiter (their calls fail), touch no stack state."""
@@ -462,6 +529,19 @@ class SocketHub:
             core.shut()
         for event in self._lingering.values():
             event.set()
+        if self._drained is not None:
+            self._drained.set()
+        self.release_orphans()
+
+    def release_orphans(self) -> None:
+        """Close the application's end of every collected socket (after the loop's end; any thread)."""
+        orphans = self.orphans
+        while True:
+            try:
+                core = orphans.pop()
+            except IndexError:
+                return
+            core.release_a()
 
 
 # -- application side --------------------------------------------------------------------------
@@ -475,51 +555,26 @@ def _resolve_stack(stack):
     return Stack.default()
 
 
-class _Borrow:
-    """The caller's buffer, borrowed for one call: every view made of it is released when the
-    call ends, also when it raises -- the exception (kept by asyncio's ``except`` blocks) must
-    not keep a bytearray exported, or the caller could no longer resize it (CPython's socket
-    releases its Py_buffer before raising, too)."""
-
-    __slots__ = ("views",)
-
-    def __init__(self, data, writable: bool = False, what: str = "") -> None:
-        if isinstance(data, str):
-            raise TypeError("a bytes-like object is required, not 'str'")
-        try:
-            view = memoryview(data)
-        except TypeError:
-            raise TypeError(f"a bytes-like object is required, not '{type(data).__name__}'") from None
-        self.views = [view]
-        if writable and view.readonly:
-            view.release()
-            raise TypeError(f"{what}() argument 'buffer' must be read-write bytes-like object, not "
-                            f"{type(data).__name__}")
-        if view.format != "B" or view.ndim != 1:
-            self.views.append(view.cast("B"))
-
-    @property
-    def view(self) -> memoryview:
-        return self.views[-1]
-
-    def piece(self, start: int, stop: int | None = None) -> memoryview:
-        v = self.views[-1][start:stop]
-        self.views.append(v)
-        return v
-
-    def __enter__(self) -> "_Borrow":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for v in reversed(self.views):
-            v.release()
-        self.views.clear()
-
-
-def _data_view(data) -> memoryview:
-    """A copy-free view of ``data`` for a call that keeps no reference after it (sendmsg)."""
-    with _Borrow(data) as b:
-        return memoryview(bytes(b.view))
+def _buffer(data, writable: bool = False, what: str = "") -> memoryview:
+    """The caller's buffer as one flat byte view, for a ``with`` block: released when the call
+    ends, also when it raises -- the exception (kept by asyncio's ``except`` blocks) must not
+    keep a bytearray exported, or the caller could no longer resize it (CPython's socket
+    releases its Py_buffer before raising, too).  Pieces of it are cut only in the loop thread,
+    whose frames ``Stack._call`` clears before it raises."""
+    if isinstance(data, str):
+        raise TypeError("a bytes-like object is required, not 'str'")
+    try:
+        view = memoryview(data)
+    except TypeError:
+        raise TypeError(f"a bytes-like object is required, not '{type(data).__name__}'") from None
+    if writable and view.readonly:
+        view.release()
+        raise TypeError(f"{what}() argument 'buffer' must be read-write bytes-like object, not "
+                        f"{type(data).__name__}")
+    if view.format != "B" or view.ndim != 1:
+        with view:  # the cast holds the buffer itself, not this view
+            return view.cast("B")
+    return view
 
 
 def _int_value(value, optlen) -> tuple[int | None, bytes | None]:
@@ -567,13 +622,13 @@ class Socket:
         if family == -1:
             family = AF_INET
         if isinstance(family, bool) or not isinstance(family, int):
-            raise TypeError(f"'{type_name(family)}' object cannot be interpreted as an integer")
+            raise TypeError(f"'{builtins.type(family).__name__}' object cannot be interpreted as an integer")
         if family != AF_INET:
             raise _err(errno.EAFNOSUPPORT, "pystack speaks IPv4 only")
         if type == -1:
             type = SOCK_STREAM
         if isinstance(type, bool) or not isinstance(type, int):
-            raise TypeError(f"'{type_name(type)}' object cannot be interpreted as an integer")
+            raise TypeError(f"'{builtins.type(type).__name__}' object cannot be interpreted as an integer")
         nonblock = bool(type & getattr(_std, "SOCK_NONBLOCK", 0))
         kind = type & ~_TYPE_FLAGS
         if kind not in (SOCK_STREAM, SOCK_DGRAM):
@@ -688,29 +743,31 @@ class Socket:
 
     def _wait(self, core: _Core, events: int, deadline) -> bool:
         """Poll A for ``events`` until ``deadline`` (None: forever); False when it passed."""
-        stack = self._stack
-        if stack._in_loop_thread():
+        if self._stack._in_loop_thread():
             raise RuntimeError("a blocking pystack socket call in the stack's own loop thread would wait forever")
         with core.lock:
-            if core.a_fd < 0:
-                raise _err(errno.EBADF)
-            core.waiters += 1
-            fd = core.a_fd
+            core.waiters += 1  # A stays open while we wait on it
         try:
+            fd = core.a_fd
+            if fd < 0:
+                raise _err(errno.EBADF)
             p = select.poll()
             p.register(fd, events)
             if deadline is None:
                 return bool(p.poll())
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return bool(p.poll(0))
-            return bool(p.poll(math.ceil(left * 1000)))
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return bool(p.poll(0))
+                ms = math.ceil(left * 1000)
+                if p.poll(min(ms, _POLL_MAX_MS)):
+                    return True
+                if ms <= _POLL_MAX_MS:
+                    return False
         finally:
             with core.lock:
                 core.waiters -= 1
-                if core.app_done and core.closed and core.waiters == 0 and core.a_fd >= 0:
-                    fd, core.a_fd = core.a_fd, -1
-                    os.close(fd)
+            core.release_a()
 
     def _flags_timeout(self, flags: int, allowed: int):
         if isinstance(flags, bool) or not isinstance(flags, int):
@@ -804,48 +861,74 @@ class Socket:
     # -- data --------------------------------------------------------------------------------------
 
     def send(self, data, flags: int = 0) -> int:
-        with _Borrow(data) as b:
-            timeout = self._flags_timeout(flags, _MSG_DONTWAIT)
-            return self._run(_op_send, (b.view,), _POLLOUT, timeout)
+        with _buffer(data) as view:
+            return self._send(view, self._flags_timeout(flags, _MSG_DONTWAIT))
+
+    def _send(self, view: memoryview, timeout) -> int:
+        if timeout is None and self._type == SOCK_STREAM:
+            # Blocking TCP: all of it, as Linux's tcp_sendmsg (see the module docstring).
+            return self._send_from(view, None, None, partial=True)
+        return self._run(_op_send, (view, 0, False), _POLLOUT, timeout)
+
+    def _send_from(self, view: memoryview, timeout, deadline, partial: bool) -> int:
+        """Send all of ``view``, waiting for room.  ``partial``: an error after some progress
+        returns the count sent (the error waits for the next call), else it is raised."""
+        total = len(view)
+        sent = self._run(_op_send, (view, 0, False), _POLLOUT, timeout, deadline=deadline)
+        while sent < total:
+            n = self._run(_op_send, (view, sent, partial), _POLLOUT, timeout, deadline=deadline)
+            if not n:
+                break
+            sent += n
+        return sent
 
     def sendall(self, data, flags: int = 0) -> None:
-        with _Borrow(data) as b:
+        with _buffer(data) as view:
             timeout = self._flags_timeout(flags, _MSG_DONTWAIT)
             deadline = time.monotonic() + timeout if timeout else None
-            total = len(b.view)
-            sent = 0
-            while True:
-                piece = b.piece(sent)
-                sent += self._run(_op_send, (piece,), _POLLOUT, timeout, deadline=deadline)
-                piece.release()
-                b.views.pop()
-                if sent >= total:
-                    return None
+            self._send_from(view, timeout, deadline, partial=False)
 
     def sendto(self, data, flags_or_address, address=None) -> int:
         if address is None:
             flags, address = 0, flags_or_address
         else:
             flags = flags_or_address
-        with _Borrow(data) as b:
+        with _buffer(data) as view:
             timeout = self._flags_timeout(flags, _MSG_DONTWAIT)
-            return self._run(_op_sendto, (b.view, address), _POLLOUT, timeout)
+            if self._type == SOCK_STREAM:
+                _parse_addr(address, "sendto", wildcard_ok=False)  # checked, then ignored (Linux TCP)
+                return self._send(view, timeout)
+            return self._run(_op_sendto, (view, address), _POLLOUT, timeout)
 
     def sendmsg(self, buffers, ancdata=(), flags: int = 0, address=None) -> int:
         """The buffers as one message (no ancillary data: pystack has none to carry)."""
         if ancdata:
             raise _err(errno.EOPNOTSUPP, "pystack sockets carry no ancillary data")
-        data = b"".join(bytes(_data_view(b)) for b in buffers)
+        parts = list(buffers)
+        try:
+            data = b"".join(parts)
+        except TypeError:
+            for part in parts:
+                _buffer(part).release()  # the stdlib's TypeError for the first one that is not bytes-like
+            raise
         if address is not None:
             return self.sendto(data, flags, address)
         return self.send(data, flags)
 
     def sendfile(self, file, offset: int = 0, count: int | None = None) -> int:
-        """Send a binary file's bytes with :meth:`send` (as the stdlib does where it cannot sendfile(2))."""
+        """Send a binary file's bytes with :meth:`sendall` (as the stdlib does where it cannot
+        sendfile(2)), with the stdlib's checks: a non-blocking socket is a ValueError."""
         if "b" not in getattr(file, "mode", "b"):
             raise ValueError("file should be opened in binary mode")
         if self._type != SOCK_STREAM:
             raise ValueError("only SOCK_STREAM type sockets are supported")
+        if count is not None:
+            if not isinstance(count, int):
+                raise TypeError(f"count must be a positive integer (got {count!r})")
+            if count <= 0:
+                raise ValueError(f"count must be a positive integer (got {count!r})")
+        if self._timeout == 0.0:
+            raise ValueError("non-blocking sockets are not supported")
         if offset:
             file.seek(offset)
         total = 0
@@ -879,16 +962,13 @@ class Socket:
         timeout = self._flags_timeout(flags, _MSG_DONTWAIT | _MSG_PEEK)
         if isinstance(nbytes, bool) or not isinstance(nbytes, int):
             raise TypeError(f"'{type(nbytes).__name__}' object cannot be interpreted as an integer")
-        with _Borrow(buffer, True, what) as b:
-            view = b.view
+        with _buffer(buffer, True, what) as view:
             if nbytes < 0:
                 raise ValueError(f"negative buffersize in {what}")
             if nbytes > len(view):
                 raise ValueError("buffer too small for requested bytes" if what == "recv_into"
                                  else "nbytes is greater than the length of the buffer")
-            if nbytes:
-                view = b.piece(0, nbytes)
-            return self._run(_op_recv_into, (view, flags & _MSG_PEEK), _POLLIN, timeout)
+            return self._run(_op_recv_into, (view, nbytes, flags & _MSG_PEEK), _POLLIN, timeout)
 
     # -- closing -------------------------------------------------------------------------------------
 
@@ -907,14 +987,18 @@ class Socket:
         core = self._core
         if core is None or core.app_done:
             return
-        wait = None
         try:
-            wait = self._stack._call(_close_op, core)
-        except OSError:
-            pass  # the stack is closed or gone: it closed the socket already
-        finally:
+            wait = self._stack._call(_op_close, core)
+        except BaseException as exc:
+            # Interrupted, or the stack is closing or gone: the loop closes the socket (if it
+            # has not already) and then A -- at once when the loop has ended.
             core.app_done = True
-            core.release_a()
+            self._stack._orphan(core)
+            if isinstance(exc, OSError):
+                return
+            raise
+        core.app_done = True
+        core.release_a()
         if wait is not None and not self._stack._in_loop_thread():
             # SO_LINGER (1, t): wait up to t seconds for the FIN's acknowledgement (socket(7)).
             event, secs = wait
@@ -1010,10 +1094,6 @@ class Socket:
         return raw[:buflen]
 
 
-def type_name(value) -> str:
-    return type(value).__name__
-
-
 def _check_bufsize(bufsize, what: str) -> None:
     if isinstance(bufsize, bool) or not isinstance(bufsize, int):
         raise TypeError(f"'{type(bufsize).__name__}' object cannot be interpreted as an integer")
@@ -1033,10 +1113,8 @@ def _invoke(fn, core: _Core, *args):
         core.sync()
 
 
-def _close_op(core: _Core):
-    wait = core.hub.close_core(core, True)
-    core.release_a()  # only when the caller gave up on this call (interrupted) and marked A done
-    return wait
+def _op_close(core: _Core):
+    return core.hub.close_core(core, True)
 
 
 def _check(core: _Core) -> None:
@@ -1067,13 +1145,16 @@ def _op_accept(core: _Core):
         raise _err(errno.EINVAL)
     if not sock._accept_q:
         return _AGAIN
-    child, addr = sock.accept()
+    # The descriptors first, as Linux's accept4 takes the fd before the connection: under
+    # EMFILE the call fails and the connection stays queued.
+    fds = _readiness_pair()
     try:
-        new = core.hub.adopt(child)
-    except OSError:
-        child.abort()  # no descriptor for it (EMFILE...): reset it rather than leak it
+        child, addr = sock.accept()
+    except BaseException:  # pragma: no cover - checked above
+        os.close(fds[0])
+        os.close(fds[1])
         raise
-    return (new, addr)
+    return core.hub.adopt(child, fds), addr
 
 
 def _op_connect(core: _Core, address) -> int:
@@ -1114,7 +1195,9 @@ def _op_getpeername(core: _Core):
     return sock.getpeername()
 
 
-def _op_send(core: _Core, view):
+def _op_send(core: _Core, view, start: int, partial: bool):
+    """Send ``view[start:]``.  ``partial`` (a blocking send already sent some): 0 where it would
+    raise, so the error stays for the next call (Linux tcp_sendmsg returns what it copied)."""
     _check(core)
     sock = core.sock
     if core.tcp:
@@ -1123,22 +1206,16 @@ def _op_send(core: _Core, view):
             return _AGAIN  # Linux waits for the handshake (sk_stream_wait_connect)
         if sock._listening:
             raise _err(errno.EPIPE)
-    elif core.wr_shut:
-        raise _err(errno.EPIPE)
+        if partial and (conn is None or conn.error or conn.wr_shut or conn.state not in _CAN_SEND):
+            return 0
     try:
-        n = sock.send(view)
+        return sock.send(view[start:] if start else view)
     except BlockingIOError:
         return _AGAIN
-    return n
 
 
 def _op_sendto(core: _Core, view, address):
     _check(core)
-    if core.tcp:
-        _parse_addr(address, "sendto", wildcard_ok=False)  # checked, then ignored (Linux TCP)
-        return _op_send(core, view)
-    if core.wr_shut:
-        raise _err(errno.EPIPE)
     try:
         n = core.sock.sendto(view, address)
     except BlockingIOError:
@@ -1161,11 +1238,9 @@ def _op_recv(core: _Core, bufsize: int, peek: int):
         except BlockingIOError:
             return _AGAIN
         return (data, None)
-    if core.rd_shut and not sock._rxq:
-        return b"", None
     if peek and sock._rxq and not sock._error:
         data, ip, port = sock._rxq[0]
-        return data[:bufsize], (ip_str(ip), port)
+        return data[:bufsize], (ip_to_str(ip), port)
     try:
         data, addr = sock.recvfrom(bufsize)
     except BlockingIOError:
@@ -1173,9 +1248,11 @@ def _op_recv(core: _Core, bufsize: int, peek: int):
     return (data, addr)
 
 
-def _op_recv_into(core: _Core, view, peek: int):
+def _op_recv_into(core: _Core, view, nbytes: int, peek: int):
     _check(core)
     sock = core.sock
+    if nbytes:
+        view = view[:nbytes]
     if core.tcp:
         if peek:
             result = _op_recv(core, len(view), peek)
@@ -1202,27 +1279,12 @@ def _op_recv_into(core: _Core, view, peek: int):
 
 def _op_shutdown(core: _Core, how: int) -> None:
     _check(core)
-    sock = core.sock
-    if not core.tcp:
-        if how not in (0, 1, 2):
-            raise _err(errno.EINVAL)
-        if sock._remote is None:
-            raise _err(errno.ENOTCONN)  # Linux inet_shutdown on an unconnected datagram socket
-        core.rd_shut = core.rd_shut or how in (0, 2)
-        core.wr_shut = core.wr_shut or how in (1, 2)
-        return None
     try:
-        sock.shutdown(how)
+        core.sock.shutdown(how)
     finally:
-        core.hub.track_conn(core)
-        core.hub.track_listener(core)
-    return None
-
-
-def ip_str(ip: int) -> str:
-    from pystack.transport.udp import ip_to_str
-
-    return ip_to_str(ip)
+        if core.tcp:
+            core.hub.track_conn(core)
+            core.hub.track_listener(core)
 
 
 def _bool(v: int) -> int:

@@ -21,12 +21,27 @@ A failure at any step undoes the steps before it.
 
 *Hand-off* (:meth:`Stack._call`, the fast path of :meth:`Stack.call`).
 The calling thread queues ``fn`` with ``Loop.call_soon`` and sleeps on a
-lock of its own (one per thread and stack, created once, released by the
-loop when ``fn`` has run); the result or exception travels back in the
-same small object.  From the loop thread itself ``fn`` simply runs.  When
-the loop thread has ended (its device failed), queued hand-offs are failed
-with OSError ENETDOWN, by the dying thread or by the caller that finds it
-gone, so no call waits for a loop that will not come.
+lock made for this one call (:class:`_Waiter`, released by the loop when
+``fn`` has run); the result or exception travels back in the same small
+object.  From the loop thread itself ``fn`` simply runs.  A fresh waiter
+per call, a lock-free ``call_soon`` and re-entrant locks elsewhere let a
+signal handler use the stack while its thread is in the middle of a call.
+
+*Giving up.*  A caller interrupted while it waits (KeyboardInterrupt from
+a signal handler) or whose ``timeout`` passed gives its call up, and a
+call given up must leave nothing behind: two atomic claims
+(:class:`_Waiter`) decide, without a lock, whether the loop still runs it
+-- a call not yet started never runs, so no data is consumed and no
+connection accepted for nobody -- and, when it ran anyway, which side
+disposes of a socket it made (``socket()``, ``accept()``), which is then
+closed.  A caller that gives up a call the loop is running waits the
+microseconds it takes, so a ``recv_into`` never writes into the caller's
+buffer after the caller saw the exception.
+
+*When the loop thread ends* (its device failed, or close): the dying
+thread wakes every blocked socket call and fails every queued hand-off
+with OSError (ENETDOWN, or EBADF after close); a caller that queues after
+that cancels its own call, so no call waits for a loop that will not come.
 
 *Two stacks in one process* (``device=`` a :class:`~pystack.phy.pipe.Pipe`
 end, possibly wrapped): a pipe end has no file descriptor, so nothing would
@@ -41,14 +56,22 @@ must have a ``fileno`` (TAP, a joined daemon's link) or say through
 every socket is closed as its ``close()`` would (FIN, or RST), threads
 blocked on one wake with EBADF -- so does a selector or asyncio loop
 waiting on its descriptor, which stays open until the application closes
-the socket object --, the loop runs one more iteration so what
-that produced leaves (data still unsent then is lost, as when a host
-goes down), the thread is joined (bounded: ``JOIN_TIMEOUT_S``),
-then the device chain is closed and the TAP and namespace this Stack
-created are removed.  If the loop thread does not stop in time, the device
-is closed anyway (the thread then stops on its device error) and the
-problem is logged: closing never hangs.  Stacks still open at interpreter
-exit are closed by an ``atexit`` hook.
+the socket object.  Then the loop runs on for at most ``timeout`` seconds
+(the *drain*), until every closing connection -- those just closed and
+those the application closed before -- has its data and FIN acknowledged;
+a connection still holding unsent data or waiting for its FIN's ACK after
+that is reset, so the peer learns the connection is gone.  (Decision:
+Linux keeps such orphaned connections alive after the process exits; a
+Stack cannot outlive itself, and a RST -- RFC 9293 §3.10.5 ABORT -- is
+the honest end, where silence would leave the peer waiting forever.)  The
+loop runs one more iteration so the RSTs leave, the thread is joined
+(bounded: ``JOIN_TIMEOUT_S``), then the device chain is closed and the TAP
+and namespace this Stack created are removed.  If the loop thread does not
+stop in time, the device is closed anyway (the thread then stops on its
+device error, and wakes the blocked calls on its way out: no descriptor is
+closed while the loop thread may still use it) and the problem is logged:
+closing never hangs.  Stacks still open at interpreter exit are closed by
+an ``atexit`` hook.
 """
 
 from __future__ import annotations
@@ -61,20 +84,23 @@ import threading
 import time
 import traceback
 import weakref
+from collections import deque
 from dataclasses import dataclass
 
 from pystack.phy.device import Wrapper
 from pystack.runtime.loop import Loop, monotonic_us
-from pystack.runtime.sockets import _GLOBAL_DEFAULT_TIMEOUT, SocketHub
+from pystack.runtime.sockets import _GLOBAL_DEFAULT_TIMEOUT, SocketHub, cores_in
 
 log = logging.getLogger("pystack.runtime")
 
 #: How long close() waits for the loop to close the sockets, and for the loop thread to end.
 JOIN_TIMEOUT_S = 5.0
+#: How long close() lets closing connections deliver their data and FIN by default.
+DRAIN_TIMEOUT_S = 3.0
 #: How long the constructor waits for the loop thread's first iteration.
 START_TIMEOUT_S = 10.0
 
-_registry_lock = threading.Lock()
+_registry_lock = threading.RLock()  # re-entrant: a signal handler may open or close a Stack
 _open_stacks: list["Stack"] = []  # oldest first; Stack.default() is the last
 _pipe_loops: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # PipeEnd -> Loop
 
@@ -192,23 +218,51 @@ def _address(text, what: str, default_prefix: int | None = None) -> tuple[str, i
 
 
 class _Waiter:
-    """One thread's hand-off slot: ``lock`` is held until the loop has run the call."""
+    """One hand-off: ``lock`` is held until the loop has run (or failed) the call.
 
-    __slots__ = ("lock", "value", "exc")
+    ``run`` and ``result`` are claims, one-item lists taken with ``pop``
+    (atomic, so no lock is needed and a signal handler can never deadlock on
+    one).  ``run``: whoever takes it first decides -- the loop, which then
+    runs the call, or a caller giving up, which cancels it.  ``result``:
+    taken by the loop once the call ran, to deliver the outcome, and by a
+    caller giving up; whichever comes second is left holding a result nobody
+    will read, and disposes of the sockets in it (:func:`_run_call`,
+    :meth:`Stack._give_up`).
+    """
+
+    __slots__ = ("lock", "value", "exc", "run", "result")
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.lock.acquire()
         self.value = None
         self.exc: BaseException | None = None
+        self.run = [True]
+        self.result = [True]
 
 
-def _run_call(waiter: _Waiter, fn, args) -> None:
+def _take(claim: list) -> bool:
+    """Take a :class:`_Waiter` claim; False when the other side took it first."""
+    try:
+        claim.pop()
+    except IndexError:
+        return False
+    return True
+
+
+def _run_call(waiter: _Waiter, fn, args, dispose) -> None:
     """The loop side of a hand-off."""
+    if not _take(waiter.run):
+        return  # the caller gave it up before it started: it never runs
     try:
         waiter.value = fn(*args)
     except BaseException as exc:  # handed to the caller, never lost in the loop
         waiter.exc = exc
+    try:
+        if not _take(waiter.result):
+            # The caller gave up while it ran: nobody reads the outcome.
+            waiter.exc = None
+            dispose(waiter.value)
     finally:
         waiter.lock.release()
 
@@ -240,13 +294,13 @@ class Stack:
         from pystack.wire.ipv4 import ip_from_str
 
         self._closed = True  # until fully started: close() and __del__ do nothing
-        self._running = False
+        self._running = False  # application hand-offs accepted (False from close() on)
+        self._loop_alive = False  # the loop thread runs hand-offs (False once it is ending)
         self._dead_cause: BaseException | None = None
         self.setup = None
         self.chain: DeviceChain | None = None
         self._thread: threading.Thread | None = None
-        self._tls = threading.local()
-        self._close_lock = threading.Lock()
+        self._close_lock = threading.RLock()  # re-entrant: a signal handler may close while we close
         # Everything checked before anything is made.
         address, prefix = _address(ip, "ip")
         host = _address(host_ip, "host_ip", prefix) if host_ip is not None else None
@@ -285,13 +339,14 @@ class Stack:
                                      gateway=ip_from_str(gateway) if gateway else None, mtu=link_mtu)
             self.iface = Interface(config, tcp_config=tcp)
             self._hub = SocketHub(self.iface)
+            self._dispose = self._hub.dispose
             self.loop = Loop(top, self.iface, services=[self._hub], clock=monotonic_us)
             if top is not self.chain.device:
                 _pipe_loops[end] = self.loop
             self.ip = address
             self.prefix_len = prefix
             self.mac = bytes(config.mac)
-            self._running = True
+            self._running = self._loop_alive = True
             self._thread = threading.Thread(target=self._thread_main, name=f"pystack-{address}", daemon=True)
             self._thread.start()
             self.call(_noop, timeout=START_TIMEOUT_S)  # returns once the loop runs
@@ -316,23 +371,26 @@ class Stack:
             self._dead_cause = exc
             log.error("pystack loop of %s stopped: %s", getattr(self, "ip", "?"), exc)
         finally:
-            self._running = False
+            # Flag first: a caller that queues after the drain below sees it and cancels its call.
+            self._running = self._loop_alive = False
             try:
                 self._hub.abandon()
             finally:
                 self._fail_pending()
 
     def _fail_pending(self) -> None:
-        """Fail every queued hand-off (the loop will not run them)."""
-        loop = self.loop
-        with loop._lock:  # the Loop's queue; this module is its runtime sibling
-            calls = list(loop._calls)
-            loop._calls.clear()
-        for fn, args in calls:
+        """Fail every queued hand-off (the dying loop thread: nothing runs them any more)."""
+        calls: deque = self.loop._calls  # the Loop's queue; this module is its runtime sibling
+        while True:
+            try:
+                fn, args = calls.popleft()
+            except IndexError:
+                return
             if fn is _run_call:
                 waiter = args[0]
-                waiter.exc = self._stopped_error()
-                waiter.lock.release()
+                if _take(waiter.run):  # else its caller gave it up already
+                    waiter.exc = self._stopped_error()
+                    waiter.lock.release()
 
     def _stopped_error(self) -> OSError:
         if self._dead_cause is not None:
@@ -347,45 +405,60 @@ class Stack:
 
     def _call(self, fn, *args, timeout: float | None = None):
         """Run ``fn(*args)`` in the loop thread; OSError EBADF (closed) / ENETDOWN (loop gone)."""
-        loop = self.loop
-        if loop._owner == threading.get_ident():
+        if self.loop._owner == threading.get_ident():
             return fn(*args)
         if not self._running:
             raise self._stopped_error()
+        return self._handoff(fn, args, timeout)
+
+    def _handoff(self, fn, args, timeout: float | None):
+        """The hand-off itself (see the module docstring), for :meth:`_call` and :meth:`close`."""
+        waiter = _Waiter()
         try:
-            waiter = self._tls.waiter
-        except AttributeError:
-            waiter = self._tls.waiter = _Waiter()
-        try:
-            loop.call_soon(_run_call, waiter, fn, args)
+            self.loop.call_soon(_run_call, waiter, fn, args, self._dispose)
         except RuntimeError:  # the loop was closed under us
             raise self._stopped_error() from None
-        if not self._running:
-            self._fail_pending()  # the loop ended while we queued: our call may never run
+        if not self._loop_alive and _take(waiter.run):
+            raise self._stopped_error()  # the dying loop thread has failed its queue already
         try:
             done = waiter.lock.acquire(timeout=-1 if timeout is None else max(timeout, 0))
-        except BaseException:
-            self._tls.waiter = _Waiter()  # interrupted: this slot may still be released later
+        except BaseException:  # interrupted (a signal handler raised)
+            self._give_up(waiter, True)
             raise
         if not done:
-            self._tls.waiter = _Waiter()
+            self._give_up(waiter, False)
             raise TimeoutError(f"the stack's loop did not run the call within {timeout} s")
         exc = waiter.exc
         if exc is not None:
-            waiter.exc = None
             # The loop-side frames are done: drop their locals, so the exception the caller may
-            # keep holds no view of the caller's buffers (see sockets._Borrow).
+            # keep holds no view of the caller's buffers (see sockets._buffer).
             traceback.clear_frames(exc.__traceback__)
             raise exc
-        value, waiter.value = waiter.value, None
-        return value
+        return waiter.value
+
+    def _give_up(self, waiter: _Waiter, wait: bool) -> None:
+        """The caller stops waiting for ``waiter``'s call (see "Giving up" in the module docstring)."""
+        if _take(waiter.run):
+            return  # cancelled: it never runs
+        try:
+            if wait:
+                # The loop runs it now; a socket operation takes microseconds.
+                waiter.lock.acquire(timeout=JOIN_TIMEOUT_S)
+        finally:
+            if not _take(waiter.result):
+                # The loop delivered to nobody: close the sockets the call made for us.
+                for core in cores_in(waiter.value):
+                    core.app_done = True
+                    self._orphan(core)
 
     def call(self, fn, *args, timeout: float | None = None):
         """Run ``fn(*args)`` in the loop thread and return its result (or raise its exception).
 
         The one way application code may touch stack state (``st.iface``,
         sans-I/O sockets).  RuntimeError when the stack is closed or its loop
-        stopped; TimeoutError when ``timeout`` seconds pass first.
+        stopped; TimeoutError when ``timeout`` seconds pass first.  A call
+        given up that way (or by a signal handler's exception) never runs if
+        the loop had not started it; if it had, it runs to its end.
         """
         try:
             return self._call(fn, *args, timeout=timeout)
@@ -395,12 +468,16 @@ class Stack:
             raise
 
     def _orphan(self, core) -> None:
-        """A socket's application object was collected unclosed: the loop closes it."""
-        if self._running:
+        """The application dropped ``core`` unclosed (collected, or a call given up): the loop
+        closes it.  Lock-free: called from finalizers and signal handlers, in any thread."""
+        if self._loop_alive:
             self._hub.orphans.append(core)
             self.loop._wake()
-        else:
-            core.release_a()
+            if self._loop_alive:
+                return
+            # The loop thread is ending: it may have released its orphans before we appended.
+        self._hub.release_orphans()
+        core.release_a()
 
     # -- sockets -------------------------------------------------------------------------------------
 
@@ -485,8 +562,14 @@ class Stack:
 
     # -- closing -------------------------------------------------------------------------------------
 
-    def close(self) -> None:
-        """Close every socket, stop the loop, free the device (see the module docstring)."""
+    def close(self, timeout: float = DRAIN_TIMEOUT_S) -> None:
+        """Close every socket, drain, stop the loop, free the device (see the module docstring).
+
+        ``timeout``: how many seconds closing connections get to deliver their
+        data and FIN before they are reset (0: reset them at once).
+        """
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout >= 0:
+            raise ValueError(f"timeout must be a number of seconds >= 0, not {timeout!r}")
         with self._close_lock:
             if self._closed:
                 return
@@ -498,34 +581,35 @@ class Stack:
                 _open_stacks.remove(self)
         thread = self._thread
         if self._running:
+            self._running = False  # application hand-offs fail at once (EBADF) from here on
             try:
-                self._call(self._hub.close_all, timeout=JOIN_TIMEOUT_S)
+                drained = self._handoff(self._hub.close_all, (), JOIN_TIMEOUT_S)
+                if drained is not None:
+                    drained.wait(timeout)
+                self._handoff(self._hub.reset_undrained, (), JOIN_TIMEOUT_S)
             except (OSError, TimeoutError) as exc:
                 log.warning("closing the sockets of %s failed: %s", self.ip, exc)
-            self._running = False  # new hand-offs fail at once; the loop still runs queued ones
-            self.loop.stop()
+            self.loop.stop()  # one more iteration: what the hand-offs above produced leaves
         if thread is not None:
             thread.join(JOIN_TIMEOUT_S)
             if thread.is_alive():
                 log.error("the pystack loop thread of %s did not stop within %.0f s; closing its device "
                           "anyway", self.ip, JOIN_TIMEOUT_S)
-        self._hub.abandon()
-        self._fail_pending()
-        orphans = self._hub.orphans
-        while orphans:  # collected after the loop's last look at them
-            orphans.pop().release_a()
-        self._teardown(loop_done=thread is None or not thread.is_alive())
+                self._teardown(loop_done=False)  # the thread wakes the blocked calls when it ends
+                return
+        self._hub.abandon()  # did the dying thread's work already; idempotent (and needed without one)
+        self._teardown()
 
     def _teardown(self, loop_done: bool = True) -> None:
         loop = getattr(self, "loop", None)
+        for end, owner in list(_pipe_loops.items()):  # first: the peer's loop stops waking ours
+            if owner is loop:
+                _pipe_loops.pop(end, None)
         if loop is not None and loop_done:
             try:
                 loop.close()
             except Exception:
                 log.exception("closing the loop failed")
-        for end, owner in list(_pipe_loops.items()):
-            if owner is loop:
-                _pipe_loops.pop(end, None)
         chain, self.chain = self.chain, None
         setup, self.setup = self.setup, None
         try:

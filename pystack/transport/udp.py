@@ -213,6 +213,7 @@ class UdpSocket:
         self.rcvbuf = layer.rcvbuf  # queue bounds in payload bytes (SO_RCVBUF / SO_SNDBUF)
         self.sndbuf = layer.sndbuf
         self.closed = False
+        self.rd_shut = self.wr_shut = False  # shutdown() (Linux's sk_shutdown)
         self.drops = 0  # datagrams dropped for this socket (rcvbuf_full)
 
     # -- addresses ---------------------------------------------------------------
@@ -267,6 +268,7 @@ class UdpSocket:
         """Queue one datagram for ``addr``; returns its length.  Sent in the interface's next poll."""
         self._check_open()
         data = _as_data(data)
+        self._check_wr_shut()
         ip, port = _parse_addr(addr, "sendto", wildcard_ok=False)
         return self._send(data, ip, port)
 
@@ -274,6 +276,7 @@ class UdpSocket:
         """Queue one datagram for the connected peer (EDESTADDRREQ when not connected)."""
         self._check_open()
         data = _as_data(data)
+        self._check_wr_shut()
         if self._remote is None:
             raise _oserror(errno.EDESTADDRREQ)
         return self._send(data, *self._remote)
@@ -296,10 +299,11 @@ class UdpSocket:
 
     # -- receiving -----------------------------------------------------------------
 
-    def recvfrom(self, bufsize: int = 65535) -> tuple[bytes, tuple[str, int]]:
-        """The oldest datagram and its sender; beyond ``bufsize`` bytes it is cut (the rest is lost)."""
+    def recvfrom(self, bufsize: int = 65535) -> tuple[bytes, tuple[str, int] | None]:
+        """The oldest datagram and its sender; beyond ``bufsize`` bytes it is cut (the rest is lost).
+        After SHUT_RD with nothing queued: ``(b"", None)`` (no sender, as Linux returns no name)."""
         data, ip, port = self._take(bufsize, "recvfrom")
-        return data, (ip_to_str(ip), port)
+        return data, (None if ip is None else (ip_to_str(ip), port))
 
     def recv(self, bufsize: int) -> bytes:
         """The oldest datagram, cut to ``bufsize`` bytes."""
@@ -311,6 +315,8 @@ class UdpSocket:
             raise TypeError(f"'{type(bufsize).__name__}' object cannot be interpreted as an integer")
         if bufsize < 0:
             raise ValueError(f"negative buffersize in {what}")
+        if self.rd_shut and not self._rxq:
+            return b"", None, 0
         self._raise_pending()
         if not self._rxq:
             raise _oserror(errno.EAGAIN)
@@ -320,15 +326,37 @@ class UdpSocket:
 
     @property
     def readable(self) -> bool:
-        """Whether a receive call would not raise BlockingIOError (a datagram or an error waits)."""
-        return bool(self._rxq) or bool(self._error)
+        """Whether a receive call would not raise BlockingIOError (a datagram or an error waits,
+        or SHUT_RD); Linux ``datagram_poll``'s POLLIN|POLLERR."""
+        return bool(self._rxq) or bool(self._error) or self.rd_shut
 
     @property
     def writable(self) -> bool:
-        """Whether a datagram may be queued (less than ``sndbuf`` bytes wait), or an error waits."""
-        return self._tx_bytes < self.sndbuf or bool(self._error)
+        """Whether a datagram may be queued (less than ``sndbuf`` bytes wait), or a send fails at
+        once (an error waits, SHUT_WR); Linux ``datagram_poll``'s POLLOUT|POLLERR."""
+        return self._tx_bytes < self.sndbuf or bool(self._error) or self.wr_shut
 
     # -- life ----------------------------------------------------------------------
+
+    def shutdown(self, how: int) -> None:
+        """SHUT_RD (0): receive calls return b"" once the queue is empty instead of raising
+        EAGAIN; SHUT_WR (1): sends raise EPIPE; SHUT_RDWR (2): both.  EINVAL for another
+        ``how``, ENOTCONN on an unconnected socket (Linux ``inet_shutdown``)."""
+        self._check_open()
+        if how not in (0, 1, 2):
+            raise _oserror(errno.EINVAL)
+        if self._remote is None:
+            raise _oserror(errno.ENOTCONN)
+        if how != 1:
+            self.rd_shut = True
+            self._layer._note_readable(self)
+        if how != 0:
+            self.wr_shut = True
+            self._layer._note_writable(self)
+
+    def _check_wr_shut(self) -> None:
+        if self.wr_shut:
+            raise _oserror(errno.EPIPE)
 
     def close(self) -> None:
         """Release the port and drop what was received; queued sends still go out.  Idempotent."""

@@ -581,3 +581,67 @@ def test_peer_listener_fixture_sanity(world):
     lsock, port = peer_listener(world)
     with lsock:
         assert port > 0
+
+
+# -- a failed connect and the local port (Linux SOCK_BINDPORT_LOCK) ---------------------------
+
+
+def _free_port(world) -> int:
+    probe = world.mod.socket()
+    try:
+        probe.bind((world.ip, 0))
+        return probe.getsockname()[1]
+    finally:
+        probe.close()
+
+
+def test_failed_connect_keeps_the_port_bind_named(world):
+    """bind() with a port locks it to the socket: a refused (blocking) connect leaves it bound --
+    another socket cannot take it -- and the next connect leaves from it."""
+    holder, closed = closed_port(world)
+    lsock, port = peer_listener(world)
+    ours, other, theirs = world.mod.socket(), world.mod.socket(), None
+    try:
+        p = _free_port(world)
+        ours.bind((world.ip, p))
+        with raises_errno(ConnectionRefusedError, errno.ECONNREFUSED):
+            Bg(ours.connect, (world.peer_ip, closed)).result()  # blocking, bounded by the Bg
+        assert ours.getsockname() == (world.ip, p)
+        with raises_errno(OSError, errno.EADDRINUSE):
+            other.bind((world.ip, p))
+        ours.settimeout(STEP)
+        ours.connect((world.peer_ip, port))
+        theirs, addr = lsock.accept()
+        assert addr == (world.ip, p)
+    finally:
+        quiet_close(ours, other, theirs, lsock, holder)
+
+
+@pytest.mark.parametrize("bind_zero", [False, True], ids=["connect-picked", "bind-0"])
+def test_failed_connect_releases_a_port_it_did_not_name(world, bind_zero):
+    """A port picked by connect() or by bind() to port 0 goes back when the connect fails: the
+    source address is forgotten unless bound, another socket may bind the port, and the next
+    connect picks a port anew rather than reuse the released one unchecked.
+
+    getsockname's port is not compared after the failure: Linux still shows the released
+    number there (inet_sport is not cleared), pystack shows 0."""
+    holder, closed = closed_port(world)
+    lsock, port = peer_listener(world)
+    ours, other, theirs = world.mod.socket(), world.mod.socket(), None
+    try:
+        if bind_zero:
+            ours.bind((world.ip, 0))
+        used = ours.getsockname()[1]
+        with raises_errno(ConnectionRefusedError, errno.ECONNREFUSED):
+            Bg(ours.connect, (world.peer_ip, closed)).result()  # blocking, bounded by the Bg
+        assert ours.getsockname()[0] == (world.ip if bind_zero else "0.0.0.0")
+        if bind_zero:
+            other.bind((world.ip, used))  # free again (no SO_REUSEADDR on either)
+        ours.settimeout(STEP)
+        ours.connect((world.peer_ip, port))
+        theirs, addr = lsock.accept()
+        assert addr[0] == world.ip
+        if bind_zero:
+            assert addr[1] != used
+    finally:
+        quiet_close(ours, other, theirs, lsock, holder)

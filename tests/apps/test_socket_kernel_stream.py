@@ -3,19 +3,34 @@
 Every test runs against a kernel socket (the reference) and a pystack socket
 (``world`` fixture), with the peer a kernel socket in the far namespace:
 connect/accept and the names each end sees, 1 MiB each way checked with
-SHA-256, ``recv_into``, ``makefile``, the context manager, and half-close
+SHA-256, ``recv_into``, ``makefile``, the context manager, half-close
 (``shutdown(SHUT_WR)``, RFC 9293 3.6: the peer reads EOF while data still
-flows the other way).
+flows the other way), ``shutdown(SHUT_RD)`` (received data is still read),
+a blocking ``send`` (it takes everything, or what it took before a reset)
+and ``sendfile``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import select
+import struct
+import time
 
 import pytest
 from apps_harness import world  # noqa: F401  (pytest fixture)
-from socket_suite_support import ROLES, STEP, Bg, connected, our_listener, peer_listener, quiet_close, recv_all
+from socket_suite_support import (
+    ROLES,
+    STEP,
+    Bg,
+    connected,
+    our_listener,
+    peer_listener,
+    quiet_close,
+    recv_all,
+    recv_exactly,
+)
 
 pytestmark = pytest.mark.netns
 
@@ -227,3 +242,77 @@ def test_shutdown_rdwr_then_close(world, role):
         assert theirs.recv(10) == b""
         assert ours.recv(10) == b""  # our receive side is shut: EOF at once
         ours.close()
+
+
+def test_shutdown_rd_still_reads_queued_and_later_data(world, role):
+    """SHUT_RD only makes a recv that finds nothing return b"" at once (Linux RCV_SHUTDOWN):
+    what was queued, and what arrives afterwards, is still read."""
+    with connected(world, role) as (ours, theirs):
+        theirs.sendall(b"a" * 100)
+        assert select.select([ours], [], [], STEP)[0]
+        ours.shutdown(world.mod.SHUT_RD)
+        assert recv_exactly(ours, 100) == b"a" * 100
+        assert ours.recv(100) == b""  # nothing queued: no wait
+        theirs.sendall(b"b" * 50)
+        got = b""
+        deadline = time.monotonic() + STEP
+        while len(got) < 50 and time.monotonic() < deadline:  # no event says "arrived": poll
+            piece = ours.recv(100)
+            if not piece:
+                time.sleep(0.01)
+            got += piece
+        assert got == b"b" * 50
+
+
+def test_blocking_send_takes_everything(world, role):
+    """A blocking send returns once all of its data is in the send buffer (Linux tcp_sendmsg
+    waits in sk_stream_wait_memory), not after the first buffer-full."""
+    payload = os.urandom(4 * MIB)
+    with connected(world, role) as (ours, theirs):
+        ours.settimeout(None)
+        sender = Bg(ours.send, payload)  # blocking; the Bg bounds the test's wait
+        assert recv_exactly(theirs, len(payload)) == payload
+        assert sender.result() == len(payload)
+
+
+def test_blocking_send_stopped_by_a_reset_returns_what_it_took(world, role):
+    """A reset while a blocking send waits for room: the send returns the count it took, and the
+    error comes with the next call (Linux tcp_sendmsg: copied bytes win over the error)."""
+    total = 16 * MIB
+    with connected(world, role, peer_rcvbuf=4096) as (ours, theirs):
+        ours.settimeout(None)
+        sender = Bg(ours.send, bytes(total))
+        deadline = time.monotonic() + STEP
+        while select.select([], [ours], [], 0)[1]:  # until the send buffer is full: the send waits
+            assert time.monotonic() < deadline, "the send buffer never filled"
+            time.sleep(0.01)
+        theirs.setsockopt(world.mod.SOL_SOCKET, world.mod.SO_LINGER, struct.pack("ii", 1, 0))
+        theirs.close()  # RST
+        sent = sender.result()
+        assert 0 < sent < total
+        with pytest.raises(ConnectionResetError):
+            ours.send(b"x")
+
+
+def test_sendfile(world, role, tmp_path):
+    """sendfile sends the file from the offset and moves its position; a non-blocking socket is
+    refused up front (the stdlib's ValueError)."""
+    data = os.urandom(100_000)
+    path = tmp_path / "payload"
+    path.write_bytes(data)
+    with connected(world, role) as (ours, theirs), open(path, "rb") as f:
+        ours.setblocking(False)
+        with pytest.raises(ValueError, match="non-blocking"):
+            ours.sendfile(f)
+        ours.settimeout(STEP)
+        assert ours.sendfile(f, 10) == len(data) - 10
+        assert f.tell() == len(data)
+        assert recv_exactly(theirs, len(data) - 10) == data[10:]
+
+
+def test_sendmsg_gathers_buffers(world, role):
+    with connected(world, role) as (ours, theirs):
+        assert ours.sendmsg([b"ab", bytearray(b"cd"), memoryview(b"ef")]) == 6
+        assert recv_exactly(theirs, 6) == b"abcdef"
+        with pytest.raises(TypeError):
+            ours.sendmsg([b"ok", "text"])

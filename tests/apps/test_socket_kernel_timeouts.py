@@ -11,6 +11,7 @@ never completes within the test's timeout.
 from __future__ import annotations
 
 import errno
+import time
 
 import pytest
 from apps_harness import world  # noqa: F401  (pytest fixture)
@@ -211,6 +212,31 @@ def test_blocking_recv_wakes_for_data(world, role):
     with connected(world, role) as (ours, theirs):
         ours.settimeout(None)
         waiter = Bg(ours.recv, 100)
+        assert not waiter.done()
+        theirs.sendall(b"wake")
+        assert waiter.result() == b"wake"
+
+
+def test_timeout_too_large_for_the_clock(world):
+    """CPython keeps a timeout as 64-bit nanoseconds: a larger one is an OverflowError."""
+    sock = world.mod.socket()
+    with sock:
+        with pytest.raises(OverflowError):
+            sock.settimeout(1e10)
+        with pytest.raises(OverflowError):
+            sock.settimeout(10**10)
+        assert sock.gettimeout() is None
+        sock.settimeout(9e9)
+        assert sock.gettimeout() == 9e9
+
+
+def test_timeout_longer_than_poll_takes(world, role):
+    """3e6 s (about 35 days) is more milliseconds than poll(2)'s int holds: a recv with it still
+    waits and wakes for data."""
+    with connected(world, role) as (ours, theirs):
+        ours.settimeout(3e6)
+        waiter = Bg(ours.recv, 100)
+        time.sleep(SHORT)  # nothing signals "it waits": give a wrong wait the time to fail
         assert not waiter.done()
         theirs.sendall(b"wake")
         assert waiter.result() == b"wake"

@@ -466,3 +466,31 @@ def test_failed_send_leaves_the_callers_buffer_unexported(stacks):
             assert exc.errno in (errno.ECONNRESET, errno.EPIPE)
             buf.clear()  # BufferError if a view were still exported
     cli.close()
+
+
+def test_accept_without_descriptors_keeps_the_connection_queued(stacks, monkeypatch):
+    """accept() under EMFILE fails before it takes the connection (Linux's accept4 reserves the
+    descriptor first): the connection stays queued, and the next accept gets it."""
+    from pystack.runtime import sockets
+
+    cli, conn, srv = pair(stacks)
+    conn.close()
+    a, _ = stacks
+    p = srv.getsockname()[1]
+    cli2 = ps.create_connection((B_IP, p), timeout=WAIT, stack=a)
+    assert select.select([srv], [], [], WAIT)[0]
+
+    def no_descriptors():
+        raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+
+    monkeypatch.setattr(sockets, "_readiness_pair", no_descriptors)
+    with pytest.raises(OSError) as e:
+        srv.accept()
+    assert e.value.errno == errno.EMFILE
+    monkeypatch.undo()
+    conn2, addr = srv.accept()
+    assert addr == cli2.getsockname()
+    cli2.sendall(b"still queued")
+    assert conn2.recv(100) == b"still queued"
+    for s in (cli, cli2, conn2, srv):
+        s.close()

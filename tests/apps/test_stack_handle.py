@@ -3,18 +3,24 @@
 The TAP tests (marked ``netns``) check that a Stack removes exactly what it
 created: the TAP and a namespace it made go, a namespace it was given stays.
 The others run two Stacks over an in-memory Pipe (no root needed).  Every
-Stack made here is closed, also on failure.
+Stack made here is closed, also on failure.  Hand-offs are also checked
+against signal handlers (a handler's own calls, and a call interrupted by
+the handler's exception: it leaves nothing behind) and Stack.close against
+connections still delivering data (the drain, then resets).
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import gc
 import secrets
 import select
+import signal
 import socket as kernel_socket
 import threading
+import time
 
 import pytest
 
@@ -39,7 +45,7 @@ def two():
         yield made
     finally:
         for st in reversed(made):
-            st.close()
+            st.close(timeout=0)  # the first one closed leaves the other's FINs unanswered: no drain
 
 
 def _netns_exists(name: str) -> bool:
@@ -281,9 +287,235 @@ def test_close_frees_every_descriptor():
         assert len(os.listdir("/proc/self/fd")) >= before + 4 + 3 * 2
     finally:
         a.close()
-        b.close()
+        b.close(timeout=0)  # a is gone: nobody would acknowledge b's FINs
     srv.close()  # closed by the application after the stack...
     with pytest.warns(ResourceWarning):
         del cli, conn  # ...or collected unclosed
         gc.collect()
     assert len(os.listdir("/proc/self/fd")) == before
+
+
+# -- signal handlers and interrupted hand-offs ----------------------------------------------------
+
+
+class _Interrupted(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def _on_sigusr1(handler):
+    old = signal.signal(signal.SIGUSR1, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGUSR1, old)
+
+
+def _signal_main_when(event: threading.Event, delay: float = 0.0) -> threading.Thread:
+    """SIGUSR1 to the main thread once ``event`` is set (and ``delay`` more seconds passed)."""
+    main = threading.main_thread().ident
+
+    def kick():
+        if event.wait(WAIT):
+            time.sleep(delay)
+            signal.pthread_kill(main, signal.SIGUSR1)
+
+    t = threading.Thread(target=kick, daemon=True)
+    t.start()
+    return t
+
+
+def _fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_a_signal_handler_calls_the_stack_while_its_thread_waits_on_a_call(two):
+    """The handler's call and the call it interrupted each get their own answer (each hand-off
+    has its own waiter; call_soon takes no lock)."""
+    a, _ = two
+    got = {}
+    busy = threading.Event()
+
+    def slow():
+        busy.set()
+        time.sleep(0.2)  # the loop is busy while the handler runs
+        return "main"
+
+    def handler(signum, frame):
+        got["handler"] = a.call(lambda: "handler", timeout=WAIT)
+
+    with _on_sigusr1(handler):
+        kicker = _signal_main_when(busy)
+        got["main"] = a.call(slow, timeout=WAIT)
+        kicker.join(WAIT)
+    assert got == {"main": "main", "handler": "handler"}
+    assert a.call(lambda: "still fine", timeout=WAIT) == "still fine"
+
+
+def test_an_interrupted_accept_leaves_the_connection_queued(two):
+    """accept() interrupted while its hand-off waits behind other work never runs: the connection
+    stays queued for the next accept, and the client's connection works."""
+    a, b = two
+    srv = ps.create_server(("", 7100), stack=b)
+    cli = ps.create_connection(("10.67.0.2", 7100), timeout=WAIT, stack=a)
+    srv.settimeout(WAIT)
+    assert select.select([srv], [], [], WAIT)[0]  # queued
+    busy, release = threading.Event(), threading.Event()
+
+    def hold():
+        busy.set()
+        release.wait(WAIT)
+
+    holder = threading.Thread(target=b.call, args=(hold,), kwargs={"timeout": WAIT})
+    holder.start()
+    busy.wait(WAIT)
+
+    def handler(signum, frame):
+        raise _Interrupted
+
+    try:
+        with _on_sigusr1(handler):
+            kicker = _signal_main_when(busy, 0.1)  # the accept hand-off is queued behind hold() by then
+            with pytest.raises(_Interrupted):
+                srv.accept()
+            kicker.join(WAIT)
+    finally:
+        release.set()
+        holder.join(WAIT)
+    conn, addr = srv.accept()
+    with conn, cli, srv:
+        assert addr == cli.getsockname()
+        cli.sendall(b"still connected")
+        conn.settimeout(WAIT)
+        assert conn.recv(100) == b"still connected"
+        assert b.call(lambda: len(b._hub.cores)) == 2  # the listener and conn: no socket owned by nobody
+
+
+def test_a_call_given_up_while_the_loop_runs_it_leaves_no_socket(two):
+    """A hand-off whose caller stops waiting (its timeout, or a signal handler's exception) while
+    the loop runs it: the socket it made is closed, by the loop or by the caller, whichever
+    side sees the outcome last -- no core and no descriptor is left."""
+    a, _ = two
+    cores = a.call(lambda: len(a._hub.cores))
+    fds = _fds()
+    running = threading.Event()
+
+    def slow_socket():
+        running.set()
+        time.sleep(0.3)
+        return a._hub.new_core(True)
+
+    with pytest.raises(TimeoutError):  # the caller gives up first: the loop disposes of it
+        a.call(slow_socket, timeout=0.05)
+
+    def handler(signum, frame):
+        raise _Interrupted
+
+    running.clear()
+    with _on_sigusr1(handler):  # the loop finishes first: the interrupted caller disposes of it
+        kicker = _signal_main_when(running, 0.05)
+        with pytest.raises(_Interrupted):
+            a.call(slow_socket, timeout=WAIT)
+        kicker.join(WAIT)
+    deadline = time.monotonic() + WAIT
+    while (a.call(lambda: len(a._hub.cores)), _fds()) != (cores, fds):  # the loop closes them soon
+        assert time.monotonic() < deadline, (a.call(lambda: len(a._hub.cores)), cores, _fds(), fds)
+        time.sleep(0.01)
+
+
+def test_an_interrupted_socket_call_leaves_no_descriptor(two):
+    """socket() interrupted while its hand-off is queued: it never runs, nothing is made."""
+    a, _ = two
+    fds = _fds()
+    busy, release = threading.Event(), threading.Event()
+
+    def hold():
+        busy.set()
+        release.wait(WAIT)
+
+    holder = threading.Thread(target=a.call, args=(hold,), kwargs={"timeout": WAIT})
+    holder.start()
+
+    def handler(signum, frame):
+        raise _Interrupted
+
+    try:
+        with _on_sigusr1(handler):
+            kicker = _signal_main_when(busy, 0.1)
+            with pytest.raises(_Interrupted):
+                ps.socket(stack=a)
+            kicker.join(WAIT)
+    finally:
+        release.set()
+        holder.join(WAIT)
+    a.call(lambda: None)
+    assert _fds() == fds
+
+
+# -- closing with connections still delivering -----------------------------------------------------
+
+
+def _recv_until_eof_or_error(sock) -> tuple[bytes, BaseException | None]:
+    chunks = []
+    try:
+        while True:
+            data = sock.recv(1 << 16)
+            if not data:
+                return b"".join(chunks), None
+            chunks.append(data)
+    except OSError as exc:
+        return b"".join(chunks), exc
+
+
+def test_close_delivers_what_closed_connections_still_hold():
+    """Data and FIN a closed socket still has in flight reach the peer before the loop stops
+    (Stack.close drains), here over a link with 20 ms of delay."""
+    pipe = Pipe()
+    a = pystack.Stack("10.73.0.1/24", device=pipe.a, impair="tx.delay=20000")
+    b = pystack.Stack("10.73.0.2/24", device=pipe.b)
+    try:
+        srv = ps.create_server(("", 7000), stack=b)
+        cli = ps.create_connection(("10.73.0.2", 7000), timeout=WAIT, stack=a)
+        srv.settimeout(WAIT)
+        conn, _ = srv.accept()
+        conn.settimeout(WAIT)
+        payload = os.urandom(200_000)
+        cli.sendall(payload)  # in the send buffer; most of it not yet on the link
+        cli.close()
+        t0 = time.monotonic()
+        a.close()
+        assert time.monotonic() - t0 < stack_mod.DRAIN_TIMEOUT_S  # ended by the ACKs, not the bound
+        got, error = _recv_until_eof_or_error(conn)
+        assert error is None and got == payload  # everything, then EOF
+        conn.close()
+        srv.close()
+    finally:
+        a.close()
+        b.close(timeout=0)  # a is gone: nobody would acknowledge conn's FIN
+
+
+def test_close_resets_connections_that_cannot_drain(two):
+    """A peer that does not read keeps our data unsent: after the drain time, Stack.close resets
+    the connection, so the peer learns (it reads what arrived, then ECONNRESET)."""
+    a, b = two
+    srv = ps.create_server(("", 7200), stack=b)
+    srv.setsockopt(ps.SOL_SOCKET, ps.SO_RCVBUF, 4096)  # a small window, inherited by conn
+    cli = ps.create_connection(("10.67.0.2", 7200), timeout=WAIT, stack=a)
+    srv.settimeout(WAIT)
+    conn, _ = srv.accept()
+    conn.settimeout(WAIT)
+    cli.setblocking(False)
+    sent = 0
+    with pytest.raises(BlockingIOError):
+        for _ in range(1000):
+            sent += cli.send(bytes(65536))
+    cli.close()  # FIN-WAIT-1 with unsent data
+    t0 = time.monotonic()
+    a.close(timeout=0.3)
+    assert 0.3 <= time.monotonic() - t0 < 0.3 + 2
+    got, error = _recv_until_eof_or_error(conn)
+    assert isinstance(error, ConnectionResetError) and 0 < len(got) < sent
+    conn.close()
+    srv.close()
+    with pytest.raises(ValueError):
+        b.close(timeout=-1)

@@ -1189,8 +1189,6 @@ class TcpConnection:
         if advanced:
             self.rcv_nxt = asm.rcv_nxt
             self.bytes_received += advanced
-            if self.rd_shut:
-                asm.read(advanced)  # SHUT_RD: what arrives is discarded (as read)
             self.layer._note_readable(self)
             if had_holes or asm.range_count:
                 # A hole filled (or still open): ACK at once (RFC 5681 §4.2 / §3.2).

@@ -26,6 +26,18 @@ took it), after which the socket is unconnected again and may connect anew.
 SYN-SENT abandons the attempt, both without error, as Linux's
 ``inet_shutdown`` does.  ``reuseaddr`` is SO_REUSEADDR (socket(7)); the
 layer applies Linux's bind rule (see :mod:`pystack.transport.tcp.layer`).
+A port given to ``bind`` stays the socket's through connection attempts,
+failed ones included; a port picked by ``connect`` (or by ``bind`` to port 0)
+is released when the attempt fails or is abandoned, as is the source
+address unless bound (Linux's SOCK_BINDPORT_LOCK / SOCK_BINDADDR_LOCK,
+``tcp_set_state``, ``tcp_disconnect``).  Deviation: ``local`` then shows
+port 0, where Linux's getsockname still shows the released number (its
+``inet_sport`` is not cleared).
+
+:attr:`TcpSocket.readable` and :attr:`TcpSocket.writable` are what Linux's
+``tcp_poll`` reports, mapped onto select's sets (readable: POLLIN, POLLHUP
+or POLLERR; writable: POLLOUT or POLLERR); the runtime's readiness
+descriptors show exactly these.
 """
 
 from __future__ import annotations
@@ -67,6 +79,7 @@ class TcpSocket:
         self._local_port = conn.local_port if conn is not None else 0
         self._listening = False
         self._connecting = False  # Linux's SS_CONNECTING (see the module docstring)
+        self._port_locked = False  # bind() named the port: Linux's SOCK_BINDPORT_LOCK
         self.reuseaddr = False  # SO_REUSEADDR; accepted sockets inherit it (Linux's sk_clone)
         self.backlog = 0
         self._syn_q: set[TcpConnection] = set()
@@ -101,6 +114,7 @@ class TcpSocket:
             raise _oserror(errno.EADDRNOTAVAIL, f"{ip_to_str(ip)} is not this interface's address")
         self._local_port = self._layer._bind(self, port)
         self._local_ip = ip
+        self._port_locked = port != 0
 
     def listen(self, backlog: int = 128) -> None:
         """Accept connections; ``backlog`` bounds the SYN queue and the accept queue each."""
@@ -170,7 +184,7 @@ class TcpSocket:
             if st != State.CLOSED:
                 return 0  # connected
             code, conn.error = conn.error, 0
-            self._conn = None  # unconnected: a further connect() starts a new attempt
+            self._unconnect()  # a further connect() starts a new attempt
             return code or errno.ECONNABORTED
         if port == 0:
             raise _oserror(errno.ECONNREFUSED, "port 0")
@@ -178,9 +192,20 @@ class TcpSocket:
         layer._check_route(ip)
         lport = self._local_port or layer._ephemeral()
         self._conn = layer._connect(self, lport, ip, port)
+        if self._port_locked:
+            layer._bind_listener_port(self, lport)  # a bound port stays bound (SOCK_BINDPORT_LOCK)
         self._local_port = lport
         self._connecting = True
         return errno.EINPROGRESS
+
+    def _unconnect(self) -> None:
+        """The connection attempt ended (failed, or abandoned by shutdown): the socket is
+        unconnected again.  A port picked by connect goes back (Linux ``tcp_set_state``
+        puts the port of a socket without SOCK_BINDPORT_LOCK); a bound one stays."""
+        self._conn = None
+        self._connecting = False
+        if not self._port_locked:
+            self._local_port = 0
 
     @property
     def local(self) -> tuple[str, int]:
@@ -265,7 +290,7 @@ class TcpSocket:
     # -- closing ---------------------------------------------------------------------------------
 
     def shutdown(self, how: int) -> None:
-        """SHUT_RD: further recv returns b""; SHUT_WR: send a FIN after the queued data (half-close).
+        """SHUT_RD: recv returns b"" instead of waiting; SHUT_WR: a FIN after the queued data (half-close).
 
         As Linux's ``inet_shutdown``: a listener given SHUT_RD (or SHUT_RDWR)
         stops listening -- its queued connections are reset and it keeps its
@@ -283,16 +308,16 @@ class TcpSocket:
         conn = self._conn
         if conn is not None and conn.state == State.SYN_SENT:
             conn.abort(self._layer.now)  # no RST in SYN-SENT (RFC 9293 §3.10.5)
-            self._conn = None
-            self._connecting = False
+            self._unconnect()
             return
         if conn is None or conn.state == State.CLOSED:
             raise _oserror(errno.ENOTCONN)
         now = self._layer.now
         if how in (SHUT_RD, SHUT_RDWR):
+            # As Linux (RCV_SHUTDOWN): data queued and data arriving later are still read;
+            # only a recv that finds nothing returns b"" at once instead of waiting.
             conn.rd_shut = True
-            if conn.asm is not None:
-                conn.asm.read(-1)
+            self._layer._note_readable(conn)
         if how in (SHUT_WR, SHUT_RDWR):
             conn.shutdown_write(now)
 
@@ -369,26 +394,36 @@ class TcpSocket:
 
     @property
     def readable(self) -> bool:
-        """A recv (or accept) would not raise BlockingIOError."""
+        """Linux ``tcp_poll``'s POLLIN|POLLHUP|POLLERR: a queued connection (listener); data, EOF,
+        SHUT_RD or an error; or no connection at all (recv fails at once).  Never in SYN-SENT."""
         if self._listening:
             return bool(self._accept_q)
         conn = self._conn
         if conn is None:
+            return True
+        st = conn.state
+        if st is State.CLOSED or conn.error:
+            return True
+        if st is State.SYN_SENT or st is State.SYN_RECEIVED:
             return False
-        return (conn.readable_bytes > 0 or conn.error != 0 or conn.eof or conn.rd_shut
-                or conn.state == State.CLOSED)
+        return conn.readable_bytes > 0 or conn.eof or conn.rd_shut
 
     @property
     def writable(self) -> bool:
-        """A send would take at least one byte, or raise at once (an error, a closed half)."""
-        conn = self._conn
-        if conn is None or self._listening:
+        """Linux ``tcp_poll``'s POLLOUT|POLLERR: at least a third of the send buffer free
+        (``sk_stream_is_writeable``), or a send that fails at once (an error, SHUT_WR, no
+        connection).  Never for a listener, nor before the handshake completes."""
+        if self._listening:
             return False
-        if conn.error or conn.wr_shut or conn.state not in _CAN_SEND:
+        conn = self._conn
+        if conn is None:
             return True
-        if conn.state in (State.SYN_SENT, State.SYN_RECEIVED):
-            return False  # as Linux: writable once connected
-        return conn.unsent_or_unacked < conn.sndbuf_limit
+        st = conn.state
+        if st is State.CLOSED or conn.error:
+            return True
+        if st is State.SYN_SENT or st is State.SYN_RECEIVED:
+            return False
+        return conn.wr_shut or st not in _CAN_SEND or 3 * conn.unsent_or_unacked <= 2 * conn.sndbuf_limit
 
     @property
     def connection(self) -> TcpConnection | None:
