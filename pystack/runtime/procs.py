@@ -9,8 +9,11 @@ they live in runtime/.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -66,3 +69,34 @@ def kernel_tcp_sockets(netns: str) -> list[tuple[int, str]]:
 def kernel_listening(netns: str, port: int) -> bool:
     """Whether a kernel TCP socket in ``netns`` listens on ``port``."""
     return (port, TCP_LISTEN) in kernel_tcp_sockets(netns)
+
+
+def start_daemon(args: list[str], control: str, log, prefix=(), timeout: float = 15.0,
+                 cwd: str | None = None) -> subprocess.Popen:
+    """Start ``[*prefix] python -m pystack up *args --control control`` (stdout and stderr to the
+    file ``log``) and wait, at most ``timeout`` s, until its control socket answers.
+
+    Raises RuntimeError with the log when it exits or does not answer in time (then it is stopped).
+    """
+    from pystack.runtime.control import ControlError, request
+
+    with open(log, "wb") as err:
+        proc = subprocess.Popen([*prefix, sys.executable, "-m", "pystack", "up", *args, "--control", control],
+                                cwd=cwd, stdin=subprocess.DEVNULL, stdout=err, stderr=err)
+
+    def log_text() -> str:
+        with open(log, errors="replace") as f:
+            return f.read()
+
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"pystack up exited with {proc.returncode}:\n{log_text()}")
+        if os.path.exists(control):
+            with contextlib.suppress(ControlError):
+                request(control, timeout=1.0)
+                return proc
+        if time.monotonic() > deadline:
+            stop(proc)
+            raise RuntimeError(f"pystack up did not answer on {control} within {timeout} s:\n{log_text()}")
+        time.sleep(0.02)  # no event announces "a socket file appeared"; bounded by timeout

@@ -47,6 +47,7 @@ import sys
 import time
 from pathlib import Path
 
+from pystack.runtime import procs
 from pystack.runtime.procs import stop as stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -224,24 +225,8 @@ def unique(prefix: str) -> str:
 
 def start_daemon(netns: str, ip: str, control: str, log: Path, *extra: str) -> subprocess.Popen:
     """``pystack up --netns NETNS --ip IP/24 --tcp-echo 7 ...`` answering on ``control`` (bounded wait)."""
-    from pystack.runtime.control import ControlError, request
-
-    with open(log, "wb") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "pystack", "up", "--netns", netns, "--ip", f"{ip}/24",
-                                 "--tcp-echo", str(ECHO_PORT), "--control", control, *extra],
-                                cwd=ROOT, stdin=subprocess.DEVNULL, stdout=err, stderr=err)
-    deadline = time.monotonic() + START_S
-    while True:
-        if proc.poll() is not None:
-            raise AssertionError(f"pystack up exited with {proc.returncode}:\n{log.read_text()}")
-        if os.path.exists(control):
-            with contextlib.suppress(ControlError):
-                request(control, timeout=1.0)
-                return proc
-        if time.monotonic() > deadline:
-            stop_process(proc)
-            raise AssertionError(f"pystack up did not answer on {control} within {START_S} s:\n{log.read_text()}")
-        time.sleep(0.02)  # no event announces "a socket file appeared"; bounded by START_S
+    return procs.start_daemon(["--netns", netns, "--ip", f"{ip}/24", "--tcp-echo", str(ECHO_PORT), *extra],
+                              control, log, timeout=START_S, cwd=ROOT)
 
 
 def stop_daemon(proc: subprocess.Popen | None, netns: str) -> None:

@@ -24,13 +24,13 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from conftest import netns_available, require
+from pystack.runtime import procs
 from pystack.runtime.procs import stop as stop_process
 
 pytestmark = pytest.mark.netns
@@ -107,24 +107,7 @@ class Daemon:
 
 def start_daemon(args: list[str], control: str, log: Path, prefix: list[str] = ()) -> subprocess.Popen:
     """Start ``pystack up`` and wait (bounded) until its control socket answers."""
-    from pystack.runtime.control import ControlError, request
-
-    with open(log, "wb") as err:
-        proc = subprocess.Popen([*prefix, sys.executable, "-m", "pystack", "up", *args, "--control", control],
-                                cwd=ROOT, stdin=subprocess.DEVNULL, stdout=err, stderr=err)
-    deadline = time.monotonic() + START_S
-    while True:
-        if proc.poll() is not None:
-            raise AssertionError(f"pystack up exited with {proc.returncode}:\n{log.read_text()}")
-        if os.path.exists(control):
-            with contextlib.suppress(ControlError):
-                request(control, timeout=1.0)
-                return proc
-        if time.monotonic() > deadline:
-            stop_process(proc)
-            raise AssertionError(f"pystack up did not answer on {control} within {START_S} s:\n"
-                                 f"{log.read_text()}")
-        time.sleep(0.02)  # no event for "a socket file appeared"; bounded by START_S
+    return procs.start_daemon(args, control, log, prefix, timeout=START_S, cwd=ROOT)
 
 
 def remove_netns(name: str) -> None:
