@@ -392,12 +392,10 @@ class TcpSocket:
         code, conn.error = conn.error, 0
         return code
 
-    @property
-    def readable(self) -> bool:
-        """Linux ``tcp_poll``'s POLLIN|POLLHUP|POLLERR: a queued connection (listener); data, EOF,
-        SHUT_RD or an error; or no connection at all (recv fails at once).  Never in SYN-SENT."""
-        if self._listening:
-            return bool(self._accept_q)
+    def _poll_settled(self) -> bool | None:
+        """What readable and writable share (Linux ``tcp_poll``): True with no connection, a
+        closed one or an error (the call fails at once); False during the handshake; None
+        when the connection's buffers decide."""
         conn = self._conn
         if conn is None:
             return True
@@ -406,6 +404,18 @@ class TcpSocket:
             return True
         if st is State.SYN_SENT or st is State.SYN_RECEIVED:
             return False
+        return None
+
+    @property
+    def readable(self) -> bool:
+        """Linux ``tcp_poll``'s POLLIN|POLLHUP|POLLERR: a queued connection (listener); data, EOF,
+        SHUT_RD or an error; or no connection at all (recv fails at once).  Never in SYN-SENT."""
+        if self._listening:
+            return bool(self._accept_q)
+        settled = self._poll_settled()
+        if settled is not None:
+            return settled
+        conn = self._conn
         return conn.readable_bytes > 0 or conn.eof or conn.rd_shut
 
     @property
@@ -415,14 +425,11 @@ class TcpSocket:
         connection).  Never for a listener, nor before the handshake completes."""
         if self._listening:
             return False
+        settled = self._poll_settled()
+        if settled is not None:
+            return settled
         conn = self._conn
-        if conn is None:
-            return True
         st = conn.state
-        if st is State.CLOSED or conn.error:
-            return True
-        if st is State.SYN_SENT or st is State.SYN_RECEIVED:
-            return False
         return conn.wr_shut or st not in _CAN_SEND or 3 * conn.unsent_or_unacked <= 2 * conn.sndbuf_limit
 
     @property
