@@ -1,6 +1,9 @@
 """``pystack demo`` end to end: exit 0 with both SHA-256 lines, and nothing left behind.
 
-(A SIGINT-mid-run test was removed: about 1 run in 4 the demo still exited 0 -- see the report.)
+Ctrl-C is tested mid-transfer: with 512 MiB the kernel -> pystack leg alone takes seconds,
+so the signal, sent one second after the "started:" line, always lands before the end (a
+10 MiB run could finish first and exit 0, which is why an earlier version of this test was
+flaky).
 
 Needs root, /dev/net/tun, ``nc`` (netcat-openbsd) and ``nsenter`` (the demo checks them
 itself and would fail with one line saying what is missing).
@@ -10,8 +13,11 @@ from __future__ import annotations
 
 import os
 import re
+import selectors
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -70,5 +76,40 @@ def test_demo_moves_10mib_each_way_and_cleans_up():
     assert len(p2k) == 1 and p2k[0].endswith("SHA-256 ok"), out
     assert "kernel over veth:" in k2p[0] and "MB/s" in k2p[0]
     print("\n" + "\n".join(k2p + p2k))
+    _assert_clean(_names(started), proc.pid)
+    assert _tmp_dirs() <= before
+
+
+def _ready_line(proc: subprocess.Popen, marker: str, timeout: float) -> str:
+    """The first stdout line containing ``marker`` (bounded wait; stdout is line-buffered text)."""
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    deadline = time.monotonic() + timeout
+    seen = []
+    while (left := deadline - time.monotonic()) > 0:
+        if sel.select(left):
+            line = proc.stdout.readline()
+            if not line:
+                break
+            seen.append(line)
+            if marker in line:
+                return line
+    raise AssertionError(f"no {marker!r} line within {timeout} s: {seen}")
+
+
+def test_ctrl_c_mid_transfer_cleans_up():
+    before = _tmp_dirs()
+    proc = _demo("--size", "512MiB")
+    try:
+        started = _ready_line(proc, "started:", RUN_S)
+        time.sleep(1.0)  # into the transfer: no event says "bytes are moving", and any moment will do
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=RUN_S)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, out + err
+    assert "interrupted; cleaning up" in err
     _assert_clean(_names(started), proc.pid)
     assert _tmp_dirs() <= before
