@@ -324,6 +324,13 @@ class FaultInjector(Wrapper):
         """Frames held for later release as (rx, tx), the tx count including the backlog."""
         return len(self._rx.held), len(self._tx.held) + len(self._backlog)
 
+    def status(self) -> dict:
+        """Seed, and per direction the counters plus the frames held now (for ``status`` output)."""
+        held_rx, held_tx = self.held
+        return {"seed": self.seed,
+                "rx": {**self.rx_counters.as_dict(), "held": held_rx},
+                "tx": {**self.tx_counters.as_dict(), "held": held_tx}}
+
     def _flush_tx(self, now: int) -> bool:
         """Hand the backlog and the tx frames due by ``now`` to the inner device; True if all went."""
         out = self._backlog

@@ -291,13 +291,7 @@ class Daemon:
             "pcap": cfg.pcap,
             "pcap_records": self.pcap.pcap.records if self.pcap is not None else None,
         }
-        if self.faults is not None:
-            held_rx, held_tx = self.faults.held
-            st["faults"] = {"seed": self.faults.seed,
-                            "rx": {**self.faults.rx_counters.as_dict(), "held": held_rx},
-                            "tx": {**self.faults.tx_counters.as_dict(), "held": held_tx}}
-        else:
-            st["faults"] = None
+        st["faults"] = self.faults.status() if self.faults is not None else None
         st["runtime"] = {**loop.stats, "tx_backlog": loop.backlog} if loop else {}
         st["switch"] = self.switch.status() if self.switch is not None else None
         return st

@@ -518,8 +518,7 @@ class Stack:
                        "uptime_s": round((self.loop.clock() - (self.loop.started_at or 0)) / 1e6, 3)}
         st["runtime"] = {**self.loop.stats, "tx_backlog": self.loop.backlog}
         if self.chain is not None and self.chain.faults is not None:
-            f = self.chain.faults
-            st["faults"] = {"seed": f.seed, "rx": f.rx_counters.as_dict(), "tx": f.tx_counters.as_dict()}
+            st["faults"] = self.chain.faults.status()
         return st
 
     # -- default --------------------------------------------------------------------------------------
