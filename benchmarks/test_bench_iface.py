@@ -38,6 +38,7 @@ import time
 from pathlib import Path
 
 import pytest
+from bench_summary import write_summary
 
 from pystack.runtime.procs import stop
 
@@ -242,14 +243,7 @@ def _report(request) -> None:
         rp, rk = DATAGRAMS / udp_p, DATAGRAMS / udp_k
         lines.append(f"UDP echo (64 B, {WINDOW} in flight): pystack {rp:,.0f} datagrams/s, kernel/veth "
                      f"{rk:,.0f} datagrams/s, pystack / kernel = {rp / rk:.2f}")
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    capture = request.config.pluginmanager.get_plugin("capturemanager")
-    if not lines or reporter is None:
-        return
-    with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
-        reporter.write_line("")
-        for line in lines:
-            reporter.write_line("iface benchmark: " + line)
+    write_summary(request, "iface benchmark: ", lines)
 
 
 @pytest.mark.benchmark(group="iface-ping-rtt")

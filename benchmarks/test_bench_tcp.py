@@ -43,6 +43,7 @@ import sys
 import time
 
 import pytest
+from bench_summary import write_summary
 
 from pystack.runtime.procs import stop
 
@@ -313,14 +314,7 @@ def _report(request) -> None:
     m = _results.get(("pipe", "pystack"))
     if m:
         lines.append(f"64 MiB over the in-memory pipe (two stacks, one core): {SIZE / m / 1e6:.1f} MB/s")
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    capture = request.config.pluginmanager.get_plugin("capturemanager")
-    if not lines or reporter is None:
-        return
-    with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
-        reporter.write_line("")
-        for line in lines:
-            reporter.write_line("tcp benchmark: " + line)
+    write_summary(request, "tcp benchmark: ", lines)
 
 
 @pytest.mark.benchmark(group="tcp-kernel-to-pystack-64MiB")
